@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Both create .venv if it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN ?= runs/demo
+DEMO_MINUTES ?= 3.4
+
+.PHONY: demo test venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/diffbits train --data digits --out $(RUN) --minutes $(DEMO_MINUTES) --fresh
+	$(BIN)/diffbits sample $(RUN) --n 64 --out $(RUN)/samples.png
+	$(BIN)/diffbits eval $(RUN) --samples 4
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python benchmarks/likelihood.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,31 @@
+"""Build a ``VDM`` from a ``RunConfig`` and the data's shape and levels."""
+from __future__ import annotations
+
+from .config import ModelConfig
+from .nets import ResidualMLP, ScoreUNet, fourier_periods
+from .schedules import build_schedule
+from .vdm import VDM
+
+__all__ = ["build_model"]
+
+
+def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int) -> VDM:
+    periods = fourier_periods(levels, cfg.fourier_octaves)
+    net = cfg.net
+    if net == "auto":
+        net = "mlp" if len(data_shape) == 1 else "score_unet"
+    if net == "score_unet":
+        if len(data_shape) not in (2, 3):
+            raise ValueError(f"score_unet needs (C, L) or (C, H, W) data, got shape {data_shape}")
+        denoiser = ScoreUNet(
+            channels=data_shape[0], width=cfg.width, depth=cfg.depth, dropout=cfg.dropout,
+            attention=cfg.attention, fourier_periods=periods, dims=len(data_shape) - 1,
+        )
+    elif net == "mlp":
+        denoiser = ResidualMLP(
+            data_shape, width=cfg.width, depth=cfg.depth, dropout=cfg.dropout, fourier_periods=periods
+        )
+    else:
+        raise ValueError(f"unknown net {cfg.net!r}; use auto, score_unet or mlp")
+    schedule = build_schedule(cfg.schedule, cfg.gamma_0, cfg.gamma_1)
+    return VDM(denoiser, schedule, levels, data_shape, recon=cfg.recon, variance_min=cfg.variance_min)

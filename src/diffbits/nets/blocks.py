@@ -1,0 +1,57 @@
+"""Building blocks shared by the convolutional denoisers (1-D signals and 2-D images)."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def conv(dims: int, c_in: int, c_out: int, kernel: int = 3, zero: bool = False) -> nn.Module:
+    layer = (nn.Conv1d, nn.Conv2d)[dims - 1](c_in, c_out, kernel, padding=kernel // 2)
+    if zero:
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups that divide the channel count."""
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+class ResnetBlock(nn.Module):
+    """norm-swish-conv, + projected conditioning, norm-swish-dropout-conv (zero init), + skip."""
+
+    def __init__(self, dims: int, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.conv1 = group_norm(c_in), conv(dims, c_in, c_out)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2, self.conv2 = group_norm(c_out), conv(dims, c_out, c_out, zero=True)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = conv(dims, c_in, c_out, kernel=1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(emb).view(h.shape[:2] + (1,) * (h.dim() - 2))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Self-attention over all positions, residual, output projection zero-initialised."""
+
+    def __init__(self, channels: int, heads: int = 1):
+        super().__init__()
+        self.heads = heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c = x.shape[:2]
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, N, C)
+        q, k, v = self.qkv(h).view(b, -1, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, c)
+        return x + self.proj(h).transpose(1, 2).view_as(x)

@@ -1,0 +1,74 @@
+"""Pictures of a run: sample grids and the training curve."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["save_grid", "plot_metrics", "to_uint8"]
+
+
+def to_uint8(x: torch.Tensor, levels: int) -> np.ndarray:
+    """Integer levels -> 0..255 for display."""
+    return np.round(x.cpu().numpy().astype(np.float64) * 255 / (levels - 1)).astype(np.uint8)
+
+
+def save_grid(x: torch.Tensor, levels: int, path: Path, min_size: int = 64) -> Path:
+    """Tile a batch of images (N, C, H, W) with C in {1, 3}, or of vectors (N, D), into one PNG.
+    Small images are enlarged (nearest neighbour) so that each is at least ``min_size`` px."""
+    from PIL import Image
+
+    a = to_uint8(x, levels)
+    if a.ndim == 2:  # vectors: square ones as images, else one row of pixels each
+        side = math.isqrt(a.shape[1])
+        a = a.reshape(len(a), 1, side, side) if side * side == a.shape[1] else a[:, None, None, :]
+    if a.ndim == 3:  # (N, C, L) signals: one row each
+        a = a[:, :, None, :]
+    if a.shape[1] not in (1, 3):
+        a = a[:, :1]
+    n, c, h, w = a.shape
+    scale = max(1, math.ceil(min_size / max(h, w)))
+    a = a.repeat(scale, axis=2).repeat(scale, axis=3)
+    h, w = h * scale, w * scale
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pad = 2
+    grid = np.full((c, rows * (h + pad) + pad, cols * (w + pad) + pad), 255, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = a[i]
+    img = Image.fromarray(grid[0] if c == 1 else grid.transpose(1, 2, 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def plot_metrics(metrics_path: Path, out: Path) -> Path | None:
+    """Training bound (bits/dim, and its three terms) and the schedule endpoints against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    if not rows:
+        return None
+    step = [r["step"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(step, [r["bpd"] for r in rows], label="bound (train batch)")
+    for k in ("diffusion", "recon", "prior"):
+        ax1.plot(step, [r[f"{k}_bpd"] for r in rows], label=k, lw=0.8)
+    ax1.set(xlabel="step", ylabel="bits/dim", title="negative ELBO", yscale="log")
+    ax1.legend()
+    ax2.plot(step, [r["gamma_0"] for r in rows], label="gamma_0 = -log SNR_max")
+    ax2.plot(step, [r["gamma_1"] for r in rows], label="gamma_1 = -log SNR_min")
+    ax2.set(xlabel="step", title="schedule endpoints")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
