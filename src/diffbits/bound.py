@@ -62,9 +62,9 @@ class BoundTerms:
         }
 
 
-def data_to_signal(x: Tensor, levels: int) -> Tensor:
+def data_to_signal(x: Tensor, levels: int, dtype: torch.dtype | None = None) -> Tensor:
     """``f(x) = (2x + 1)/K - 1``: integer levels to bin centres in (-1, 1)."""
-    return (2 * x.to(torch.get_default_dtype()) + 1) / levels - 1
+    return (2 * x.to(dtype or torch.get_default_dtype()) + 1) / levels - 1
 
 
 def signal_to_data(f: Tensor, levels: int) -> Tensor:
@@ -96,7 +96,7 @@ def prior_kl(f: Tensor, gamma_1: Tensor) -> Tensor:
 def _log_bin_prob_gaussian(x: Tensor, mean: Tensor, scale: Tensor, levels: int) -> Tensor:
     """``log P(bin x)`` under N(mean, scale^2) discretised on the K bins of (-1, 1);
     the outer bins extend to infinity. Stable in both tails."""
-    centre = data_to_signal(x, levels)
+    centre = data_to_signal(x, levels, mean.dtype)
     half = 1.0 / levels
     lo = torch.where(x == 0, torch.full_like(centre, -math.inf), centre - half)
     hi = torch.where(x == levels - 1, torch.full_like(centre, math.inf), centre + half)
@@ -105,7 +105,8 @@ def _log_bin_prob_gaussian(x: Tensor, mean: Tensor, scale: Tensor, levels: int) 
     flip = a > 0
     a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
     log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
-    return log_b + torch.log(-torch.expm1((log_a - log_b).clamp(max=0.0)).clamp_min(torch.finfo(b.dtype).tiny))
+    gap = -torch.expm1((log_a - log_b).clamp(max=0.0))  # 1 - Phi(a)/Phi(b), in [0, 1]
+    return log_b + torch.log(gap.clamp_min(torch.finfo(gap.dtype).tiny))
 
 
 def recon_nll(x: Tensor, z_0: Tensor, gamma_0: Tensor, levels: int, method: str = "auto") -> Tensor:

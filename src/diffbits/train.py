@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from .build import build_model
@@ -52,6 +52,17 @@ def _param_groups(model: VDM, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def ema_update(decay: float):
+    """EMA with warm-up: the decay after n updates is ``min(decay, (1 + n) / (10 + n))``,
+    so that short runs are not dominated by their initial weights."""
+
+    def update(ema_params, params, num_averaged):
+        n = float(num_averaged)
+        torch._foreach_lerp_(ema_params, params, 1.0 - min(decay, (1 + n) / (10 + n)))
+
+    return update
+
+
 def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**63 - 1)
 
@@ -85,7 +96,7 @@ class Trainer:
         device = pick_device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model, data.shape, data.levels).to(device)
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.train.ema_decay), use_buffers=True)
         t = cfg.train
         opt = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
         return cls(cfg, Path(run_dir), data, model, ema, opt, device)

@@ -74,7 +74,7 @@ class VDM(nn.Module):
         """
         self._check(x)
         batch, dev = x.shape[0], x.device
-        f = B.data_to_signal(x, self.levels)
+        f = B.data_to_signal(x, self.levels, self.schedule.gamma_0.dtype)
         gamma_0, gamma_1 = self.schedule.gamma_0, self.schedule.gamma_1
 
         def randn():
