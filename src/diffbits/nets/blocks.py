@@ -14,26 +14,29 @@ def conv(dims: int, c_in: int, c_out: int, kernel: int = 3, zero: bool = False) 
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups that divide the channel count."""
-    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+    """GroupNorm with up to 32 groups of at least 4 channels (fewer for narrow layers)."""
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= min(4, channels))
     return nn.GroupNorm(groups, channels)
 
 
 class ResnetBlock(nn.Module):
-    """norm-swish-conv, + projected conditioning, norm-swish-dropout-conv (zero init), + skip."""
+    """norm-swish-conv, norm scaled and shifted by the conditioning, swish-dropout-conv
+    (zero init), + skip. Scale-shift after the norm (as in improved DDPM) keeps the noise
+    level visible: an additive bias before a GroupNorm can be normalised away."""
 
     def __init__(self, dims: int, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0):
         super().__init__()
         self.norm1, self.conv1 = group_norm(c_in), conv(dims, c_in, c_out)
-        self.emb = nn.Linear(emb_dim, c_out)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)
         self.norm2, self.conv2 = group_norm(c_out), conv(dims, c_out, c_out, zero=True)
         self.dropout = nn.Dropout(dropout)
         self.skip = conv(dims, c_in, c_out, kernel=1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(emb).view(h.shape[:2] + (1,) * (h.dim() - 2))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        scale, shift = self.emb(emb).view(h.shape[0], 2 * h.shape[1], *(1,) * (h.dim() - 2)).chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 

@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffbits.checkpoint import CHECKPOINT, load_checkpoint
+from diffbits.cli import main
+from diffbits.config import RunConfig, apply_overrides
+from diffbits.train import RunExists, Trainer, TrainingDiverged, train
+
+TINY = ["model.width=8", "model.depth=1", "train.batch_size=16", "train.log_every=1", "train.sample_steps=5"]
+
+
+def tiny_config(steps: int) -> RunConfig:
+    cfg = apply_overrides(RunConfig(), TINY)
+    cfg.train.steps = steps
+    return cfg
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    train(tiny_config(6), tmp_path / "a", progress=False)
+    train(tiny_config(3), tmp_path / "b", progress=False)
+    train(tiny_config(6), tmp_path / "b", resume=True, progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / CHECKPOINT), load_checkpoint(tmp_path / "b" / CHECKPOINT)
+    assert a["step"] == b["step"] == 6
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    rows = [[json.loads(r)["bpd"] for r in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in "ab"]
+    assert rows[0] == rows[1] and len(rows[0]) == 6
+
+
+def test_resume_after_an_interruption_drops_rows_past_the_checkpoint(tmp_path):
+    train(tiny_config(4), tmp_path / "r", progress=False)
+    with (tmp_path / "r" / "metrics.jsonl").open("a") as f:  # rows written after the last checkpoint
+        f.write(json.dumps({"step": 5, "bpd": 0.0}) + "\n")
+    train(tiny_config(6), tmp_path / "r", resume=True, progress=False)
+    steps = [json.loads(r)["step"] for r in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(2)
+    cfg.levels, run = 0, tmp_path / "nan"
+    run.mkdir()
+    trainer = Trainer.create(cfg, run)
+    trainer.fit(progress=False)
+    with torch.no_grad():
+        trainer.model.denoiser.conv_in.weight.fill_(float("nan"))
+    trainer.cfg.train.steps = 4
+    with pytest.raises(TrainingDiverged, match="non-finite loss.*last good checkpoint"):
+        trainer.fit(progress=False)
+    ck = load_checkpoint(run / CHECKPOINT)
+    assert ck["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_existing_run_needs_resume_or_fresh(tmp_path):
+    train(tiny_config(1), tmp_path / "x", progress=False)
+    with pytest.raises(RunExists):
+        train(tiny_config(1), tmp_path / "x", progress=False)
+    train(tiny_config(1), tmp_path / "x", fresh=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(tiny_config(1), tmp_path / "y", resume=True, progress=False)
+
+
+def test_config_round_trip_and_override_errors(tmp_path):
+    cfg = apply_overrides(RunConfig(), ["model.width=24", "train.lr=0.01", "model.fourier_octaves=[0]"])
+    cfg.save(tmp_path / "c.json")
+    assert RunConfig.load(tmp_path / "c.json") == cfg
+    with pytest.raises(ValueError, match="unknown field 'widht'"):
+        apply_overrides(cfg, ["model.widht=3"])
+    with pytest.raises(ValueError, match="expected an integer"):
+        apply_overrides(cfg, ["model.width=wide"])
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides(cfg, ["model.width"])
+
+
+def test_cli_train_eval_sample(tmp_path, capsys):
+    run = tmp_path / "run"
+    sets = sum((["--set", s] for s in TINY), [])
+    assert main(["train", "--data", "digits", "--out", str(run), "--steps", "3", "--quiet", *sets]) == 0
+    for name in ("config.json", CHECKPOINT, "metrics.jsonl", "loss.png", "samples.png"):
+        assert (run / name).exists(), name
+    capsys.readouterr()
+    assert main(["eval", str(run), "--samples", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 297 and res["samples"] == 2 and np.isfinite(res["bpd"]) and res["stderr"] > 0
+    assert res["bpd"] == pytest.approx(res["prior_bpd"] + res["recon_bpd"] + res["diffusion_bpd"])
+    assert main(["sample", str(run), "--n", "4", "--steps", "5", "--out", str(tmp_path / "s.png"),
+                 "--npz", str(tmp_path / "s.npz")]) == 0
+    x = np.load(tmp_path / "s.npz")["x"]
+    assert x.shape == (4, 1, 8, 8) and x.min() >= 0 and x.max() < 17
+
+
+def test_cli_reports_bad_data_clearly(tmp_path, capsys):
+    np.save(tmp_path / "f.npy", np.random.rand(4, 8))
+    code = main(["train", "--data", str(tmp_path / "f.npy"), "--out", str(tmp_path / "r"), "--steps", "1"])
+    assert code == 2
+    assert "f.npy: floating-point data" in capsys.readouterr().err
+
+
+def test_sampling_is_deterministic_under_a_seed(tmp_path):
+    train(tiny_config(2), tmp_path / "s", progress=False)
+    from diffbits.train import load_run
+
+    _, model = load_run(tmp_path / "s")
+    draw = [model.sample(3, 10, generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(draw[0], draw[1])
+    assert not torch.equal(draw[0], model.sample(3, 10, generator=torch.Generator().manual_seed(8)))
