@@ -1,0 +1,1 @@
+"""Adapters that wrap other projects' diffusion models as diffbits denoisers and schedules."""
