@@ -1,17 +1,28 @@
 """Build a ``VDM`` from a ``RunConfig`` and the data's shape and levels."""
 from __future__ import annotations
 
+import math
+
 from .config import ModelConfig
 from .nets import ResidualMLP, ScoreUNet, fourier_periods
 from .schedules import build_schedule
 from .vdm import VDM
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "default_gamma_0"]
+
+
+def default_gamma_0(levels: int) -> float:
+    """``-log SNR_max`` scaled to the bin width: VDM's -13.3 for 256 levels puts sigma_0 at
+    about a sixth of a bin; keep that ratio, ``-13.3 + 2 ln(256 / K)`` (-7.9 for K = 17)."""
+    return -13.3 + 2 * math.log(256 / levels)
 
 
 def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int) -> VDM:
     periods = fourier_periods(levels, cfg.fourier_octaves)
     net = cfg.net
+    if cfg.head not in ("eps", "categorical"):
+        raise ValueError(f"unknown head {cfg.head!r}; use eps or categorical")
+    head_levels = levels if cfg.head == "categorical" else 0
     if net == "auto":
         net = "mlp" if len(data_shape) == 1 else "score_unet"
     if net == "score_unet":
@@ -19,7 +30,7 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int) -> V
             raise ValueError(f"score_unet needs (C, L) or (C, H, W) data, got shape {data_shape}")
         denoiser = ScoreUNet(
             channels=data_shape[0], width=cfg.width, depth=cfg.depth, dropout=cfg.dropout,
-            attention=cfg.attention, fourier_periods=periods, dims=len(data_shape) - 1,
+            attention=cfg.attention, fourier_periods=periods, dims=len(data_shape) - 1, levels=head_levels,
         )
     elif net == "mlp":
         denoiser = ResidualMLP(
@@ -27,5 +38,5 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int) -> V
         )
     else:
         raise ValueError(f"unknown net {cfg.net!r}; use auto, score_unet or mlp")
-    schedule = build_schedule(cfg.schedule, cfg.gamma_0, cfg.gamma_1)
+    schedule = build_schedule(cfg.schedule, default_gamma_0(levels) if cfg.gamma_0 is None else cfg.gamma_0, cfg.gamma_1)
     return VDM(denoiser, schedule, levels, data_shape, recon=cfg.recon, variance_min=cfg.variance_min)

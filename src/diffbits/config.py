@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,10 +25,11 @@ class ModelConfig:
     attention: bool = True
     fourier_octaves: list[int] = field(default_factory=lambda: [0, 1])  # periods 2/K / 2^k
     schedule: str = "monotone_net"  # fixed_linear | learned_linear | cosine | monotone_net
-    gamma_0: float = -13.3
+    gamma_0: float | None = None  # None: -13.3 + 2 ln(256 / K), VDM's value for K = 256
     gamma_1: float = 5.0
     variance_min: bool = True  # interior of the schedule minimises the bound's variance
     recon: str = "auto"  # auto | softmax | gaussian
+    head: str = "eps"  # eps (VDM) | categorical (K logits per coordinate; small K only)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     warmup: int = 200
+    lr_decay: str = "none"  # none (constant after warm-up, as VDM) | cosine (to 0 at the end of the budget)
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     grad_clip: float = 1.0  # 0 disables
@@ -87,6 +90,11 @@ def _from_dict(cls, d: dict, where: str):
 
 def _coerce(value, t, where: str):
     origin = typing.get_origin(t)
+    if origin in (typing.Union, types.UnionType):  # Optional[X]
+        if value is None:
+            return None
+        (t,) = [a for a in typing.get_args(t) if a is not type(None)]
+        return _coerce(value, t, where)
     if origin is list:
         if not isinstance(value, list):
             raise ValueError(f"{where}: expected a list, got {value!r}")

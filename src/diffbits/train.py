@@ -122,11 +122,18 @@ class Trainer:
         self.step, self.elapsed = int(ck["step"]), float(ck["elapsed"])
 
     # -- one step ------------------------------------------------------------------------
-    def lr_at(self, step: int) -> float:
+    def lr_at(self, step: int, progress: float = 0.0) -> float:
+        """Linear warm-up, then constant or cosine decay; ``progress`` in [0, 1] is the
+        fraction of the budget spent (steps, or this invocation's wall clock)."""
         t = self.cfg.train
-        return t.lr * min(1.0, (step + 1) / max(1, t.warmup))
+        lr = t.lr * min(1.0, (step + 1) / max(1, t.warmup))
+        if t.lr_decay == "cosine":
+            lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        elif t.lr_decay != "none":
+            raise ValueError(f"train.lr_decay must be none or cosine, got {t.lr_decay!r}")
+        return lr
 
-    def train_step(self) -> dict:
+    def train_step(self, progress: float = 0.0) -> dict:
         t = self.cfg.train
         torch.manual_seed(_step_seed(t.seed, self.step))  # noise, times and dropout of this step
         idx = batch_indices(len(self.data), t.batch_size, t.seed, self.step)
@@ -141,7 +148,7 @@ class Trainer:
                 f"({self.run_dir / CHECKPOINT}) is kept. Try a lower train.lr or train.grad_clip."
             )
         for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
+            g["lr"] = self.lr_at(self.step, progress)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clip > 0:  # the denoiser only: the schedule interior's variance gradient is large by design
@@ -169,12 +176,13 @@ class Trainer:
         try:
             with metrics_path.open("a") as log:
                 while (not t.steps or self.step < t.steps) and time.time() - start < budget:
-                    row = self.train_step()
+                    progress = max(self.step / t.steps if t.steps else 0.0, (time.time() - start) / budget)
+                    row = self.train_step(progress)
                     window_n += t.batch_size
                     if self.step % t.log_every == 0 or self.step == t.steps:
                         now = time.time()
                         row.update(step=self.step, time=round(self.elapsed, 2),
-                                   lr=self.lr_at(self.step - 1), examples_per_s=window_n / (now - window_t),
+                                   lr=self.opt.param_groups[0]["lr"], examples_per_s=window_n / (now - window_t),
                                    gamma_0=self.model.schedule.gamma_0.item(), gamma_1=self.model.schedule.gamma_1.item())
                         log.write(json.dumps(row) + "\n")
                         log.flush()

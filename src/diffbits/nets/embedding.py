@@ -21,19 +21,15 @@ def sinusoidal_embedding(u: Tensor, dim: int, max_period: float = 10000.0) -> Te
 
 
 class GammaEmbedding(nn.Module):
-    """``gamma_t`` (B,) -> conditioning vector (B, 4 * width): normalise, sinusoid, MLP.
+    """``gamma_t`` (B,) -> conditioning vector (B, mult * width): normalise, sinusoid, MLP.
     An optional class label adds a learned embedding (index ``num_classes`` = no label)."""
 
-    def __init__(self, width: int, gamma_range: Sequence[float] = GAMMA_RANGE, num_classes: int = 0):
+    def __init__(self, width: int, gamma_range: Sequence[float] = GAMMA_RANGE, num_classes: int = 0, mult: int = 4):
         super().__init__()
-        self.width = width
+        self.width, self.dim = width, mult * width
         self.gamma_min, self.gamma_max = map(float, gamma_range)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.SiLU(), nn.Linear(4 * width, 4 * width))
-        self.label = nn.Embedding(num_classes + 1, 4 * width) if num_classes else None
-
-    @property
-    def dim(self) -> int:
-        return 4 * self.width
+        self.mlp = nn.Sequential(nn.Linear(width, self.dim), nn.SiLU(), nn.Linear(self.dim, self.dim))
+        self.label = nn.Embedding(num_classes + 1, self.dim) if num_classes else None
 
     def forward(self, gamma_t: Tensor, cond: Tensor | None = None) -> Tensor:
         u = (gamma_t - self.gamma_min) / (self.gamma_max - self.gamma_min)

@@ -44,7 +44,7 @@ class ResidualMLP(nn.Module):
         self.data_shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
         dim = math.prod(self.data_shape)
         self.fourier = FourierFeatures(fourier_periods)
-        self.embed = GammaEmbedding(width, gamma_range, num_classes)
+        self.embed = GammaEmbedding(width, gamma_range, num_classes, mult=1)
         self.stem = nn.Linear(self.fourier.out_channels(dim), width)
         self.blocks = nn.ModuleList([_Block(width, self.embed.dim, dropout) for _ in range(depth)])
         self.norm_out, self.out = nn.LayerNorm(width), nn.Linear(width, dim)

@@ -9,13 +9,15 @@ from torch.nn import functional as F
 
 from .blocks import AttnBlock, ResnetBlock, conv, group_norm
 from .embedding import GAMMA_RANGE, FourierFeatures, GammaEmbedding
+from .heads import categorical_eps
 
 
 class ScoreUNet(nn.Module):
     """Input conv, ``depth`` residual blocks, a middle block (resnet, attention, resnet),
     ``depth + 1`` up blocks with skip concatenation, zero-initialised output conv.
-    Returns ``eps_hat = out + z_t`` (VDM's base measure). ``dims`` = 2 for images (B, C, H, W),
-    1 for signals (B, C, L). Works for any spatial size: nothing is downsampled."""
+    Returns ``eps_hat = out + z_t`` (VDM's base measure), or with ``levels`` = K > 0 the
+    categorical head (``heads.categorical_eps``): K logits per coordinate. ``dims`` = 2 for
+    images (B, C, H, W), 1 for signals (B, C, L). Any spatial size: nothing is downsampled."""
 
     def __init__(
         self,
@@ -28,6 +30,7 @@ class ScoreUNet(nn.Module):
         gamma_range: Sequence[float] = GAMMA_RANGE,
         num_classes: int = 0,
         dims: int = 2,
+        levels: int = 0,
     ):
         super().__init__()
         self.fourier = FourierFeatures(fourier_periods)
@@ -40,7 +43,8 @@ class ScoreUNet(nn.Module):
         self.mid2 = ResnetBlock(dims, width, width, e, dropout)
         self.up = nn.ModuleList([ResnetBlock(dims, 2 * width, width, e, dropout) for _ in range(depth + 1)])
         self.norm_out = group_norm(width)
-        self.conv_out = conv(dims, width, channels, zero=True)
+        self.levels = levels
+        self.conv_out = conv(dims, width, channels * (levels or 1), zero=True)
 
     def forward(self, z_t: Tensor, gamma_t: Tensor, cond: Tensor | None = None) -> Tensor:
         emb = self.embed(gamma_t.to(z_t.dtype).expand(z_t.shape[0]), cond)
@@ -55,4 +59,7 @@ class ScoreUNet(nn.Module):
         h = self.mid2(h, emb)
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.conv_out(F.silu(self.norm_out(h))) + z_t
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        if self.levels:
+            return categorical_eps(z_t, gamma_t.expand(z_t.shape[0]), out, self.levels)
+        return out + z_t
