@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/diffbits train --data digits --out $(RUN) --minutes $(DEMO_MINUTES) --fresh
+	$(BIN)/diffbits train --data digits --config configs/digits.json --out $(RUN) --minutes $(DEMO_MINUTES) --fresh
 	$(BIN)/diffbits sample $(RUN) --n 64 --out $(RUN)/samples.png
 	$(BIN)/diffbits eval $(RUN) --samples 4
 

@@ -52,3 +52,22 @@ def test_class_conditioning_changes_the_output():
     net = _perturb(ScoreUNet(channels=1, width=16, depth=1, num_classes=3))
     z, g = torch.randn(2, 1, 5, 5), torch.zeros(2)
     assert not torch.allclose(net(z, g, cond=torch.tensor([0, 0])), net(z, g, cond=torch.tensor([1, 2])))
+
+
+def test_categorical_head_with_true_logits_is_the_exact_denoiser(categorical):
+    from diffbits.nets.heads import categorical_eps
+    from tests.helpers import ExactCategoricalDenoiser
+
+    levels = categorical.shape[-1]  # 64 coordinates as one 8x8 image
+    z, g = torch.randn(3, 64, dtype=torch.float64), torch.tensor([-6.0, 0.0, 4.0], dtype=torch.float64)
+    logits = categorical.double().log().T.reshape(1, levels, 8, 8).expand(3, -1, -1, -1)
+    eps_hat = categorical_eps(z.view(3, 1, 8, 8), g, logits, levels)
+    torch.testing.assert_close(eps_hat.view(3, 64), ExactCategoricalDenoiser(categorical)(z, g))
+
+
+def test_score_unet_categorical_head_shapes_and_start():
+    net = ScoreUNet(channels=3, width=8, depth=1, levels=5)
+    assert net.conv_out.out_channels == 15
+    z = torch.randn(2, 3, 4, 4)
+    out = net(z, torch.tensor([-4.0, 1.0]))
+    assert out.shape == z.shape and torch.isfinite(out).all()

@@ -50,3 +50,11 @@ def test_alpha_sigma_variance_preserving():
 def test_unknown_schedule_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown schedule"):
         S.build_schedule("linearish", -10, 5)
+
+
+def test_default_gamma_0_keeps_sigma_0_a_fixed_fraction_of_a_bin():
+    from diffbits.build import default_gamma_0
+
+    assert default_gamma_0(256) == pytest.approx(-13.3)
+    ratio = [S.alpha_sigma(torch.tensor(default_gamma_0(k)))[1].item() / (2 / k) for k in (17, 256, 65536)]
+    assert max(ratio) / min(ratio) == pytest.approx(1.0, abs=1e-2)

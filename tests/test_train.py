@@ -110,3 +110,22 @@ def test_sampling_is_deterministic_under_a_seed(tmp_path):
     draw = [model.sample(3, 10, generator=torch.Generator().manual_seed(7)) for _ in range(2)]
     assert torch.equal(draw[0], draw[1])
     assert not torch.equal(draw[0], model.sample(3, 10, generator=torch.Generator().manual_seed(8)))
+
+
+def test_learning_rate_warms_up_then_holds_or_decays(tmp_path):
+    cfg = apply_overrides(tiny_config(1), ["train.lr=0.01", "train.warmup=10"])
+    trainer = Trainer.create(cfg, tmp_path)
+    assert trainer.lr_at(0) == pytest.approx(0.001) and trainer.lr_at(9) == pytest.approx(0.01)
+    assert trainer.lr_at(500, progress=0.9) == pytest.approx(0.01)  # none: constant, as VDM
+    trainer.cfg.train.lr_decay = "cosine"
+    assert trainer.lr_at(500, progress=0.5) == pytest.approx(0.005)
+    assert trainer.lr_at(500, progress=1.0) == pytest.approx(0.0, abs=1e-12)
+    trainer.cfg.train.lr_decay = "step"
+    with pytest.raises(ValueError, match="lr_decay"):
+        trainer.lr_at(0)
+
+
+def test_gamma_0_null_in_config_means_the_default_for_the_levels():
+    cfg = apply_overrides(RunConfig(), ["model.gamma_0=null"])
+    assert cfg.model.gamma_0 is None
+    assert apply_overrides(cfg, ["model.gamma_0=-9"]).model.gamma_0 == -9.0

@@ -78,7 +78,8 @@ def cmd_eval(a) -> int:
     from .train import load_run
 
     cfg, model = load_run(a.run, a.device)
-    data = load_dataset(a.data or cfg.data, a.split if not a.data or a.data == "digits" else "all", cfg.levels)
+    split = a.split if not a.data or a.data == "digits" else "all"
+    data = load_dataset(a.data or cfg.data, split, cfg.levels)
     res = evaluate(model, data, samples=a.samples, T=a.T or None, batch_size=a.batch_size, seed=a.seed,
                    progress=not a.json)
     res["run"] = str(a.run)
@@ -89,7 +90,8 @@ def cmd_eval(a) -> int:
     print(f"  prior      {res['prior_bpd']:.4f} bits/dim")
     print(f"  recon      {res['recon_bpd']:.4f} bits/dim")
     print(f"  diffusion  {res['diffusion_bpd']:.4f} bits/dim")
-    print(f"test bound: {res['bpd']:.2f} bits/dim (+/- {res['stderr']:.3f} s.e.)")
+    label = {"test": "test bound", "train": "train bound"}.get(split, "bound")
+    print(f"{label}: {res['bpd']:.2f} bits/dim (+/- {res['stderr']:.3f} s.e.)")
     print(f"run: {a.run}")
     return 0
 
