@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN ?= runs/demo
-DEMO_MINUTES ?= 3.4
+DEMO_MINUTES ?= 4
 
 .PHONY: demo test venv bench clean
 
@@ -20,14 +20,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/diffbits train --data digits --config configs/digits.json --out $(RUN) --minutes $(DEMO_MINUTES) --fresh
 	$(BIN)/diffbits sample $(RUN) --n 64 --out $(RUN)/samples.png
-	$(BIN)/diffbits eval $(RUN) --samples 4
+	$(BIN)/diffbits eval $(RUN) --samples 16
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
-	$(BIN)/python benchmarks/likelihood.py
+	# The peer, without its dependency list (accelerate, torchvision, ...): it needs only torch, einops, ema-pytorch.
+	$(BIN)/pip install -q --no-deps denoising-diffusion-pytorch==2.3.4
+	$(BIN)/python benchmarks/likelihood.py --datasets digits --minutes 3.4
+	$(BIN)/python benchmarks/likelihood.py --datasets mnist --minutes 5
+	$(BIN)/python benchmarks/variance.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -42,7 +42,7 @@ from diffbits.train import Trainer  # noqa: E402
 from peers import lucidrains  # noqa: E402
 
 MNIST = "/work/shared/data/mnist10k.npz"
-OURS_DEFAULTS = ["model.width=32", "model.depth=2"]
+CONFIGS = HERE.parent / "configs"  # ours: configs/<dataset>.json, then --ours-set
 QUICK_SECONDS, QUICK_TEST = 10, 128  # --quick: seconds per model, test images
 
 
@@ -56,9 +56,9 @@ def datasets(mnist: str) -> dict:
 
 # -- the two models ---------------------------------------------------------------------------
 
-def run_ours(train_spec: str, overrides: list[str], minutes: float, run_dir: Path) -> tuple:
+def run_ours(train_spec: str, config: Path, overrides: list[str], minutes: float, run_dir: Path) -> tuple:
     """Train our VDM for ``minutes``; returns (EMA model, online model, summary)."""
-    cfg = apply_overrides(RunConfig(), overrides)
+    cfg = apply_overrides(RunConfig.load(config), overrides)
     cfg.data, cfg.train.minutes, cfg.train.steps = train_spec, minutes, 0
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=4, help="Monte Carlo draws per test image")
     p.add_argument("--out", type=Path, default=HERE / ".cache" / "likelihood", help="work directory")
     p.add_argument("--ours-set", action="append", default=None, metavar="KEY=VALUE",
-                   help=f"override our config (repeatable); default {' '.join(OURS_DEFAULTS)}")
+                   help="override our config, configs/<dataset>.json (repeatable)")
     p.add_argument("--peer-lr", type=float, default=2e-3, help="the peer's Adam learning rate (default: ours)")
     p.add_argument("--peer-batch", type=int, help="the peer's batch size (default: ours)")
     p.add_argument("--mnist", default=MNIST, help="the MNIST npz (key data)")
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     if busy_cpu():
         print("likelihood.py: warning: other processes are using the CPU; training budgets and "
               "throughput will not be comparable with other runs", file=sys.stderr)
-    overrides = OURS_DEFAULTS if args.ours_set is None else args.ours_set
+    overrides = args.ours_set or []
     minutes = QUICK_SECONDS / 60 if args.quick else args.minutes
     known = datasets(args.mnist)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
@@ -225,8 +225,9 @@ def main(argv=None) -> int:
         if args.quick:
             test = Dataset(test.x[:QUICK_TEST], test.levels, test.name + f"[:{QUICK_TEST}]")
             desc += f" (quick: first {QUICK_TEST} test images)"
-        print(f"[{name}] training ours for {minutes:.2f} min ({' '.join(overrides)})", flush=True)
-        ours_model, ours_online, ours = run_ours(train_spec, overrides, minutes, args.out / name / "ours")
+        config = CONFIGS / f"{name}.json"
+        print(f"[{name}] training ours for {minutes:.2f} min ({config.name} {' '.join(overrides)})", flush=True)
+        ours_model, ours_online, ours = run_ours(train_spec, config, overrides, minutes, args.out / name / "ours")
         ours.update(bound(ours_model, test, args.samples))
         print(f"[{name}] ours: {ours['steps']} steps, {ours['bpd']:.3f} bits/dim", flush=True)
         batch = args.peer_batch or ours["batch_size"]
@@ -241,7 +242,7 @@ def main(argv=None) -> int:
         print(f"[{name}] peer: {peer['steps']} steps, {peer['bpd']:.3f} bits/dim", flush=True)
         print(f"[{name}] codecs", flush=True)
         sections.append(table(name, desc, ours, peer, online, codec_rows(test)))
-        settings = (f"budget {minutes:g} min per model; ours: {' '.join(overrides)}, batch {ours['batch_size']}, "
+        settings = (f"budget {minutes:g} min per model; ours: configs/{name}.json {' '.join(overrides)}, batch {ours['batch_size']}, "
                     f"AdamW lr {ours['lr']:g}, EMA {ours['ema_decay']:g} with warm-up (our defaults otherwise); peer: "
                     f"denoising-diffusion-pytorch {peer_version()}, Unet dim_mults (1, 2), learned_sinusoidal_cond, "
                     f"noise_schedule 'learned', batch {peer['batch_size']}, Adam lr {peer['lr']:g} betas (0.9, 0.99), "
