@@ -1,4 +1,4 @@
-"""Command-line tool: ``diffbits train | eval | sample``."""
+"""Command-line tool: ``diffbits train | eval | sample | schedule``."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,25 @@ def _add_sample(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="PNG grid")
     p.add_argument("--npz", type=Path, help="also save the samples as integers under key x")
+    p.add_argument("--sampler", default="ancestral", help="ancestral | ddim | heun | dpmpp2m")
+    p.add_argument("--schedule", default="uniform-t",
+                   help="uniform-t | uniform-logsnr | edm | cosine | GRID.json (from `diffbits schedule`)")
+    p.add_argument("--device", default="auto")
+
+
+def _add_schedule(sub):
+    p = sub.add_parser("schedule", help="choose a sampling grid: score-optimal or a fixed step schedule")
+    p.add_argument("run", type=Path)
+    p.add_argument("--method", default="score-optimal",
+                   help="score-optimal | uniform-t | uniform-logsnr | edm | cosine")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--out", type=Path, required=True, help="GRID.json: times and gammas, noisiest first")
+    p.add_argument("--plot", type=Path, help="PNG: the grid beside the fixed schedules (and its costs)")
+    p.add_argument("--variant", default="corrector", help="score-optimal cost: corrector | predictor")
+    p.add_argument("--probe", type=int, default=100, help="probe-grid points for the cost estimate")
+    p.add_argument("--data", help="data to noise for the cost estimate (default: the run's training data)")
+    p.add_argument("--n-data", type=int, default=512, help="examples used for the cost estimate")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
 
 
@@ -103,14 +122,49 @@ def cmd_sample(a) -> int:
     from .plots import save_grid
     from .train import load_run
 
+    from .step_schedules import Grid
+
     cfg, model = load_run(a.run, a.device)
+    grid = Grid.load(a.schedule) if a.schedule.endswith(".json") else a.schedule
     gen = torch.Generator().manual_seed(a.seed)
-    x = model.sample(a.n, a.steps, generator=gen, progress=True).cpu()
+    x = model.sample(a.n, a.steps, generator=gen, progress=True, sampler=a.sampler, grid=grid).cpu()
     print(f"samples: {save_grid(x, cfg.levels, a.out)}")
     if a.npz:
         a.npz.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(a.npz, x=x.numpy())
         print(f"arrays: {a.npz}")
+    return 0
+
+
+def cmd_schedule(a) -> int:
+    import torch
+
+    from .bound import data_to_signal
+    from .data import load_dataset
+    from .plots import plot_step_grid
+    from .score_optimal import score_optimal
+    from .step_schedules import FIXED, fixed_grid
+    from .train import load_run
+
+    cfg, model = load_run(a.run, a.device)
+    if a.method == "score-optimal":
+        data = load_dataset(a.data or cfg.data, "train" if not a.data or a.data == "digits" else "all", cfg.levels)
+        gen = torch.Generator().manual_seed(a.seed)
+        idx = torch.randperm(len(data.x), generator=gen)[: a.n_data]
+        dev = model.schedule.gamma_0.device
+        f = data_to_signal(data.x[idx].to(dev), cfg.levels, torch.float32)
+        grid = score_optimal(model, f, a.steps, probe=a.probe, variant=a.variant,
+                             generator=torch.Generator(dev).manual_seed(a.seed), progress=True)
+        length = torch.tensor(grid.info["length_per_step"])
+        print("estimated cost (length) per step: " + " ".join(f"{c:.3g}" for c in length.tolist()))
+        print(f"  max / min: {(length.max() / length.min()).item():.2f} (equal cost per step: 1)")
+    else:
+        grid = fixed_grid(a.method, model.schedule, a.steps)
+    print("gamma: " + " ".join(f"{g:.2f}" for g in grid.gamma.tolist()))
+    print(f"grid: {grid.save(a.out)}")
+    if a.plot:
+        others = [fixed_grid(m, model.schedule, a.steps) for m in FIXED if m != a.method]
+        print(f"plot: {plot_step_grid(grid, others, a.plot)}")
     return 0
 
 
@@ -120,12 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_train(sub)
     _add_eval(sub)
     _add_sample(sub)
+    _add_schedule(sub)
     a = parser.parse_args(argv)
     from .data import DataError
     from .train import RunExists, TrainingDiverged
 
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample}[a.cmd](a)
+        return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "schedule": cmd_schedule}[a.cmd](a)
     except (DataError, RunExists, TrainingDiverged, FileNotFoundError, ValueError, TypeError) as e:
         print(f"diffbits {a.cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -39,6 +39,10 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     warmup: int = 200
+    grid_every: int = 0  # > 0: refit a score-optimal sampling grid every N steps (SPEC 2, online)
+    grid_steps: int = 20  # steps of that grid
+    grid_blend: float = 0.1  # t <- b t* + (1 - b) t
+    grid_variant: str = "corrector"  # corrector | predictor
     lr_decay: str = "none"  # none (constant after warm-up, as VDM) | cosine (to 0 at the end of the budget)
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])

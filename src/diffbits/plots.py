@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["save_grid", "plot_metrics", "to_uint8"]
+__all__ = ["save_grid", "plot_metrics", "plot_step_grid", "to_uint8"]
 
 
 def to_uint8(x: torch.Tensor, levels: int) -> np.ndarray:
@@ -72,3 +72,41 @@ def plot_metrics(metrics_path: Path, out: Path) -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return Path(out)
+
+
+def plot_step_grid(grid, others: list, path: Path) -> Path:
+    """Left: gamma at each step of ``grid`` beside the fixed schedules ``others`` (same step
+    count). Right, for score-optimal grids: the probe cost density and each step's cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_cost = "probe_cost" in grid.info
+    fig, axes = plt.subplots(1, 2 if has_cost else 1, figsize=(11 if has_cost else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    for g in others:
+        ax.plot(range(g.steps + 1), g.gamma.numpy(), ".-", alpha=0.6, label=g.method)
+    ax.plot(range(grid.steps + 1), grid.gamma.numpy(), "o-", color="k", label=grid.method)
+    ax.set(xlabel="step", ylabel="gamma = -log SNR", title=f"{grid.steps}-step grids")
+    ax.legend(fontsize=8)
+    if has_cost:
+        ax = axes[0, 1]
+        t = np.asarray(grid.info["probe_t"])
+        c = np.asarray(grid.info["probe_cost"])
+        mid, width = (t[1:] + t[:-1]) / 2, np.abs(np.diff(t))
+        ax.semilogy(mid, np.sqrt(c) / width, label="sqrt(cost) per unit t (probe grid)")
+        ax2 = ax.twinx()
+        tg = grid.t.numpy()
+        ax2.bar((tg[1:] + tg[:-1]) / 2, grid.info["length_per_step"], width=np.abs(np.diff(tg)),
+                alpha=0.3, color="C1", edgecolor="C1", label="cost (length) of each chosen step")
+        ax2.set_ylabel("cost (length) of each step")
+        ax.set(xlabel="t", title="cost: equal per step")
+        ax.legend(loc="upper left", fontsize=8)
+        ax2.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

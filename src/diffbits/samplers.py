@@ -1,8 +1,11 @@
 """Samplers as pure functions over a decreasing grid of noise levels.
 
 One signature for all (as in k-diffusion): ``sampler(eps_fn, z, gammas, generator=None,
-progress=False) -> z_0``, where ``eps_fn(z, gamma) -> eps_hat``, ``z`` is the latent at
-``gammas[0]`` (the noisiest level) and ``gammas`` decreases to the final level.
+progress=False) -> z_end``, where ``eps_fn(z, gamma) -> eps_hat``, ``z`` is the latent at
+``gammas[0]`` (the noisiest level) and ``gammas`` decreases to the final level. Everything
+is in variance-preserving form, ``z = alpha x + sigma eps``, with ``gamma = -log SNR``.
+The deterministic ones solve the probability-flow ODE, which in ``x = z / alpha`` and
+``s = sigma / alpha = exp(gamma / 2)`` reads ``dx/ds = eps_hat`` (EDM's form).
 """
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from tqdm.auto import tqdm
 from .schedules import alpha_sigma
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
+Sampler = Callable[..., Tensor]
 
-__all__ = ["ancestral", "EpsFn"]
+__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "steps_for_nfe", "EpsFn"]
 
 
 def randn_like(z: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -25,27 +29,85 @@ def randn_like(z: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.randn(z.shape, generator=generator, device=dev, dtype=z.dtype).to(z.device)
 
 
-def _levels(gamma: Tensor, z: Tensor) -> Tensor:
-    return gamma.expand(z.shape[0])
+def _at(gamma: Tensor, z: Tensor) -> Tensor:
+    return gamma.to(z.dtype).expand(z.shape[0])
+
+
+def _steps(gammas: Tensor, progress: bool):
+    return tqdm(range(len(gammas) - 1), desc="sampling", disable=not progress, leave=False)
 
 
 @torch.no_grad()
-def ancestral(
-    eps_fn: EpsFn,
-    z: Tensor,
-    gammas: Tensor,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> Tensor:
+def ancestral(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False) -> Tensor:
     """VDM's ancestral sampler, from t to s < t (SPEC 1):
     ``c = -expm1(gamma_s - gamma_t)``,
     ``z_s = alpha_s/alpha_t (z_t - sigma_t c eps_hat) + sqrt(sigma_s^2 c) eps``."""
-    steps = range(len(gammas) - 1)
-    for i in tqdm(steps, desc="sampling", disable=not progress, leave=False):
+    for i in _steps(gammas, progress):
         gamma_t, gamma_s = gammas[i], gammas[i + 1]
         (alpha_t, sigma_t), (alpha_s, sigma_s) = alpha_sigma(gamma_t), alpha_sigma(gamma_s)
         c = -torch.expm1(gamma_s - gamma_t)
-        eps_hat = eps_fn(z, _levels(gamma_t, z))
-        noise = randn_like(z, generator)
-        z = alpha_s / alpha_t * (z - sigma_t * c * eps_hat) + (sigma_s**2 * c).sqrt() * noise
+        eps_hat = eps_fn(z, _at(gamma_t, z))
+        z = alpha_s / alpha_t * (z - sigma_t * c * eps_hat) + (sigma_s**2 * c).sqrt() * randn_like(z, generator)
     return z
+
+
+@torch.no_grad()
+def ddim(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False) -> Tensor:
+    """DDIM (eta = 0), i.e. Euler on the probability-flow ODE in ``(x, s)``:
+    ``x_hat = (z_t - sigma_t eps_hat) / alpha_t``, ``z_s = alpha_s x_hat + sigma_s eps_hat``."""
+    for i in _steps(gammas, progress):
+        (alpha_t, sigma_t), (alpha_s, sigma_s) = alpha_sigma(gammas[i]), alpha_sigma(gammas[i + 1])
+        eps_hat = eps_fn(z, _at(gammas[i], z))
+        z = alpha_s * (z - sigma_t * eps_hat) / alpha_t + sigma_s * eps_hat
+    return z
+
+
+@torch.no_grad()
+def heun(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False) -> Tensor:
+    """EDM's second-order Heun step (Karras et al. 2022, Alg. 1) on ``dx/ds = eps_hat``,
+    ``s = exp(gamma / 2)``; two network calls per step (the grid never reaches s = 0)."""
+    for i in _steps(gammas, progress):
+        (alpha_t, _), (alpha_s, _) = alpha_sigma(gammas[i]), alpha_sigma(gammas[i + 1])
+        s_t, s_s = (gammas[i] / 2).exp(), (gammas[i + 1] / 2).exp()
+        x = z / alpha_t
+        d_t = eps_fn(z, _at(gammas[i], z))
+        x_euler = x + (s_s - s_t) * d_t
+        d_s = eps_fn(alpha_s * x_euler, _at(gammas[i + 1], z))
+        z = alpha_s * (x + (s_s - s_t) * (d_t + d_s) / 2)
+    return z
+
+
+@torch.no_grad()
+def dpmpp_2m(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in ``lambda = -gamma / 2``: multistep,
+    one call per step, the data prediction extrapolated linearly in ``lambda``."""
+    x0_prev, h_prev = None, None
+    for i in _steps(gammas, progress):
+        (alpha_t, sigma_t), (alpha_s, sigma_s) = alpha_sigma(gammas[i]), alpha_sigma(gammas[i + 1])
+        x0 = (z - sigma_t * eps_fn(z, _at(gammas[i], z))) / alpha_t
+        h = (gammas[i] - gammas[i + 1]) / 2
+        x0_d = x0
+        if x0_prev is not None:
+            r = h_prev / h
+            x0_d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        z = sigma_s / sigma_t * z - alpha_s * torch.expm1(-h) * x0_d
+        x0_prev, h_prev = x0, h
+    return z
+
+
+SAMPLERS: dict[str, Sampler] = {"ancestral": ancestral, "ddim": ddim, "heun": heun, "dpmpp2m": dpmpp_2m}
+EVALS_PER_STEP = {"ancestral": 1, "ddim": 1, "heun": 2, "dpmpp2m": 1}
+
+
+def get_sampler(name: str) -> Sampler:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def steps_for_nfe(name: str, nfe: int) -> int:
+    """Grid steps that spend ``nfe`` network calls with sampler ``name``."""
+    steps = nfe // EVALS_PER_STEP[name]
+    if steps < 1:
+        raise ValueError(f"{name} needs at least {EVALS_PER_STEP[name]} network calls")
+    return steps

@@ -18,11 +18,14 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from .bound import data_to_signal
 from .build import build_model
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import Dataset, load_dataset
 from .plots import plot_metrics, save_grid
+from .score_optimal import blend, score_optimal
+from .step_schedules import Grid, gamma_of
 from .vdm import VDM
 
 __all__ = ["train", "TrainingDiverged", "RunExists", "load_run", "pick_device", "Trainer"]
@@ -88,6 +91,7 @@ class Trainer:
     device: torch.device
     step: int = 0
     elapsed: float = 0.0  # seconds of training across all invocations
+    grid_t: torch.Tensor | None = None  # online score-optimal sampling grid (times, noisiest first)
 
     @classmethod
     def create(cls, cfg: RunConfig, run_dir: Path, data: Dataset | None = None) -> "Trainer":
@@ -109,6 +113,7 @@ class Trainer:
             "opt": self.opt.state_dict(),
             "step": self.step,
             "elapsed": self.elapsed,
+            **({"grid_t": self.grid_t} if self.grid_t is not None else {}),
         }
 
     def save(self) -> None:
@@ -120,6 +125,7 @@ class Trainer:
         self.ema.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
         self.step, self.elapsed = int(ck["step"]), float(ck["elapsed"])
+        self.grid_t = ck.get("grid_t")
 
     # -- one step ------------------------------------------------------------------------
     def lr_at(self, step: int, progress: float = 0.0) -> float:
@@ -156,10 +162,27 @@ class Trainer:
         self.opt.step()
         self.ema.update_parameters(self.model)
         self.step += 1
+        if t.grid_every and self.step % t.grid_every == 0:
+            self.update_grid(x)
         self.elapsed += time.perf_counter() - tic
         bpd = {k: v.mean().item() for k, v in terms.bpd_terms().items()}
         return {"bpd": loss.item(), **{f"{k}_bpd": v for k, v in bpd.items()},
                 "bpd_std": terms.bpd.std().item()}
+
+    def update_grid(self, x: torch.Tensor) -> None:
+        """Blend the sampling grid toward the EMA model's score-optimal one (SPEC 2, online);
+        the first estimate is taken as is. Saved with the checkpoint and as grid.json."""
+        t = self.cfg.train
+        model = self.ema.module
+        was_training = model.training
+        model.eval()
+        f = data_to_signal(x, self.data.levels, torch.float32)
+        target = score_optimal(model, f, t.grid_steps, probe=50, variant=t.grid_variant).t
+        self.grid_t = target if self.grid_t is None else blend(self.grid_t, target, t.grid_blend)
+        model.train(was_training)
+        grid = Grid(self.grid_t, gamma_of(model.schedule, self.grid_t), f"score-optimal ({t.grid_variant}, online)")
+        grid.info.update(step=self.step, blend=t.grid_blend)
+        grid.save(self.run_dir / "grid.json")
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> dict:

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor, nn
 
 from . import bound as B
-from .samplers import ancestral, randn_like
+from .samplers import randn_like
 from .schedules import Schedule, alpha_sigma
+
+if TYPE_CHECKING:
+    from .step_schedules import Grid
 
 __all__ = ["VDM"]
 
@@ -120,20 +123,33 @@ class VDM(nn.Module):
         cond=None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        sampler: str = "ancestral",
+        grid: "Grid | str" = "uniform-t",
+        decode: bool = True,
     ) -> Tensor:
-        """Ancestral sampling on a uniform-t grid; returns integer data (decoder argmax)."""
+        """Draw ``n`` samples with ``sampler`` (``samplers.SAMPLERS``) on ``grid``, a ``Grid``
+        or a step-schedule name (``step_schedules.FIXED``) with ``steps`` steps. The initial
+        noise is drawn first, so a seed gives the same start whatever the grid. Returns
+        integer data (decoder argmax), or with ``decode=False`` the signal ``z_0 / alpha_0``."""
+        from .samplers import get_sampler
+        from .step_schedules import fixed_grid
+
+        fn = get_sampler(sampler)
         dev = self.schedule.gamma_0.device
         z = randn_like(torch.empty((n,) + self.data_shape, device=dev), generator)
-        t = torch.linspace(1.0, 0.0, steps + 1, device=dev)
-        gammas = self.schedule(t)
+        if isinstance(grid, str):
+            grid = fixed_grid(grid, self.schedule, steps)
+        gammas = grid.gamma.to(dev, z.dtype)
 
         def eps_fn(z_t, gamma_t):
             return self.eps_hat(z_t, gamma_t, cond)
 
-        z_0 = ancestral(eps_fn, z, gammas, generator=generator, progress=progress)
-        return self.decode(z_0)
+        z_0 = fn(eps_fn, z, gammas, generator=generator, progress=progress)
+        if not decode:
+            return z_0 / alpha_sigma(gammas[-1])[0]
+        return self.decode(z_0, gammas[-1])
 
-    def decode(self, z_0: Tensor) -> Tensor:
+    def decode(self, z_0: Tensor, gamma_0: Tensor | None = None) -> Tensor:
         """Argmax of ``p(x | z_0)``: the bin nearest to ``z_0 / alpha_0``."""
-        alpha_0, _ = alpha_sigma(self.schedule.gamma_0)
+        alpha_0, _ = alpha_sigma(self.schedule.gamma_0 if gamma_0 is None else gamma_0)
         return B.signal_to_data(z_0 / alpha_0, self.levels)

@@ -1,0 +1,1 @@
+"""Other libraries' models as diffbits models (``schedule`` + ``eps_hat``)."""
