@@ -36,8 +36,9 @@ from report import append_results, header  # noqa: E402
 def train_for(minutes: float, overrides: list[str], run_dir: Path) -> Trainer:
     cfg = apply_overrides(RunConfig.load(Path(__file__).parents[1] / "configs" / "digits.json"), overrides)
     cfg.train.minutes = minutes
+    run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer.create(cfg, run_dir)
-    trainer.fit(progress=True)
+    trainer.fit(progress=False)
     return trainer
 
 
