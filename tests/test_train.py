@@ -93,6 +93,14 @@ def test_cli_train_eval_sample(tmp_path, capsys):
                  "--npz", str(tmp_path / "s.npz")]) == 0
     x = np.load(tmp_path / "s.npz")["x"]
     assert x.shape == (4, 1, 8, 8) and x.min() >= 0 and x.max() < 17
+    grid = tmp_path / "g.json"
+    assert main(["schedule", str(run), "--method", "score-optimal", "--steps", "4", "--probe", "12",
+                 "--n-data", "16", "--out", str(grid), "--plot", str(tmp_path / "g.png")]) == 0
+    assert "max / min" in capsys.readouterr().out and (tmp_path / "g.png").exists()
+    assert main(["sample", str(run), "--n", "4", "--sampler", "dpmpp2m", "--schedule", str(grid),
+                 "--out", str(tmp_path / "fast.png"), "--npz", str(tmp_path / "fast.npz")]) == 0
+    assert np.load(tmp_path / "fast.npz")["x"].shape == (4, 1, 8, 8)
+    assert main(["sample", str(run), "--n", "4", "--sampler", "euler", "--out", str(tmp_path / "x.png")]) == 2
 
 
 def test_cli_reports_bad_data_clearly(tmp_path, capsys):
@@ -129,3 +137,16 @@ def test_gamma_0_null_in_config_means_the_default_for_the_levels():
     cfg = apply_overrides(RunConfig(), ["model.gamma_0=null"])
     assert cfg.model.gamma_0 is None
     assert apply_overrides(cfg, ["model.gamma_0=-9"]).model.gamma_0 == -9.0
+
+
+def test_online_score_optimal_grid_is_saved_and_resumes_exactly(tmp_path):
+    grid_sets = ["train.grid_every=2", "train.grid_steps=5"]
+    train(apply_overrides(tiny_config(4), grid_sets), tmp_path / "a", progress=False)
+    train(apply_overrides(tiny_config(2), grid_sets), tmp_path / "b", progress=False)
+    train(apply_overrides(tiny_config(4), grid_sets), tmp_path / "b", resume=True, progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / CHECKPOINT), load_checkpoint(tmp_path / "b" / CHECKPOINT)
+    assert torch.equal(a["grid_t"], b["grid_t"])
+    t = a["grid_t"]
+    assert len(t) == 6 and t[0] == 1 and t[-1] == 0 and (t.diff() < 0).all()
+    saved = json.loads((tmp_path / "a" / "grid.json").read_text())
+    assert saved["step"] == 4 and saved["t"] == t.tolist()

@@ -82,7 +82,7 @@ def plot_step_grid(grid, others: list, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    has_cost = "probe_cost" in grid.info
+    has_cost = "length_per_step" in grid.info
     fig, axes = plt.subplots(1, 2 if has_cost else 1, figsize=(11 if has_cost else 6, 4), squeeze=False)
     ax = axes[0, 0]
     for g in others:

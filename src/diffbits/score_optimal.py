@@ -25,7 +25,7 @@ from .samplers import randn_like
 from .schedules import alpha_sigma
 from .step_schedules import Grid, gamma_of, gamma_to_t
 
-__all__ = ["VARIANTS", "step_costs", "step_lengths", "equal_cost_times", "score_optimal", "blend"]
+__all__ = ["VARIANTS", "probe_costs", "step_costs", "step_lengths", "equal_cost_times", "score_optimal", "blend"]
 
 VARIANTS = ("corrector", "predictor")
 
@@ -81,23 +81,28 @@ def _probe_times(schedule, probe: int) -> Tensor:
 
 
 @torch.no_grad()
+def probe_costs(model, f: Tensor, probe: int = 100, variant: str = "corrector", generator=None,
+                progress: bool = False) -> tuple[Tensor, Tensor]:
+    """Step costs on a probe grid uniform in gamma: ``(t_probe, costs)``, reusable for any N."""
+    t_probe = _probe_times(model.schedule, probe)
+    return t_probe, step_costs(model, f, t_probe, variant, generator, progress)
+
+
+@torch.no_grad()
 def score_optimal(model, f: Tensor, steps: int, probe: int = 100, variant: str = "corrector",
-                  generator=None, progress: bool = False) -> Grid:
+                  generator=None, progress: bool = False, costs: tuple[Tensor, Tensor] | None = None,
+                  check: bool = True) -> Grid:
     """The score-optimal ``steps``-step grid for ``model`` on data ``f`` (signal space).
-    ``info`` holds the probe costs and a direct estimate of each chosen step's cost."""
+    ``costs`` reuses a ``probe_costs`` result; with ``check``, ``info['length_per_step']``
+    re-estimates each chosen step's cost with fresh noise (equal per step when it works)."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    t_probe = _probe_times(model.schedule, probe)
-    costs = step_costs(model, f, t_probe, variant, generator, progress)
-    t = equal_cost_times(t_probe, costs, steps)
+    t_probe, c = costs if costs is not None else probe_costs(model, f, probe, variant, generator, progress)
+    t = equal_cost_times(t_probe, c, steps)
     grid = Grid(t, gamma_of(model.schedule, t), f"score-optimal ({variant})")
-    grid.info.update(
-        variant=variant,
-        length_per_step=step_lengths(model, f, grid, variant, probe, generator).tolist(),
-        direct_cost_per_step=step_costs(model, f, t, variant, generator).tolist(),
-        probe_t=t_probe.tolist(),
-        probe_cost=costs.tolist(),
-    )
+    grid.info.update(variant=variant, probe_t=t_probe.tolist(), probe_cost=c.tolist())
+    if check:
+        grid.info["length_per_step"] = step_lengths(model, f, grid, variant, len(t_probe), generator).tolist()
     return grid
 
 
