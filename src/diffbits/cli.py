@@ -91,13 +91,18 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _split(data: str | None, wanted: str) -> str:
+    """The run's own data and built-in digits have splits; any other --data is used whole."""
+    return wanted if not data or data == "digits" else "all"
+
+
 def cmd_eval(a) -> int:
     from .data import load_dataset
     from .evaluate import evaluate
     from .train import load_run
 
     cfg, model = load_run(a.run, a.device)
-    split = a.split if not a.data or a.data == "digits" else "all"
+    split = _split(a.data, a.split)
     data = load_dataset(a.data or cfg.data, split, cfg.levels)
     res = evaluate(model, data, samples=a.samples, T=a.T or None, batch_size=a.batch_size, seed=a.seed,
                    progress=not a.json)
@@ -120,9 +125,8 @@ def cmd_sample(a) -> int:
     import torch
 
     from .plots import save_grid
-    from .train import load_run
-
     from .step_schedules import Grid
+    from .train import load_run
 
     cfg, model = load_run(a.run, a.device)
     grid = Grid.load(a.schedule) if a.schedule.endswith(".json") else a.schedule
@@ -148,7 +152,7 @@ def cmd_schedule(a) -> int:
 
     cfg, model = load_run(a.run, a.device)
     if a.method == "score-optimal":
-        data = load_dataset(a.data or cfg.data, "train" if not a.data or a.data == "digits" else "all", cfg.levels)
+        data = load_dataset(a.data or cfg.data, _split(a.data, "train"), cfg.levels)
         gen = torch.Generator().manual_seed(a.seed)
         idx = torch.randperm(len(data.x), generator=gen)[: a.n_data]
         dev = model.schedule.gamma_0.device

@@ -11,6 +11,16 @@ import torch
 __all__ = ["save_grid", "plot_metrics", "plot_step_grid", "to_uint8"]
 
 
+def _pyplot():
+    """matplotlib.pyplot on the headless Agg backend (runs have no screen)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def to_uint8(x: torch.Tensor, levels: int) -> np.ndarray:
     """Integer levels -> 0..255 for display."""
     return np.round(x.cpu().numpy().astype(np.float64) * 255 / (levels - 1)).astype(np.uint8)
@@ -49,10 +59,7 @@ def save_grid(x: torch.Tensor, levels: int, path: Path, min_size: int = 64) -> P
 
 def plot_metrics(metrics_path: Path, out: Path) -> Path | None:
     """Training bound (bits/dim, and its three terms) and the schedule endpoints against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     if not rows:
@@ -77,10 +84,7 @@ def plot_metrics(metrics_path: Path, out: Path) -> Path | None:
 def plot_step_grid(grid, others: list, path: Path) -> Path:
     """Left: gamma at each step of ``grid`` beside the fixed schedules ``others`` (same step
     count). Right, for score-optimal grids: the probe cost density and each step's cost."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     has_cost = "length_per_step" in grid.info
     fig, axes = plt.subplots(1, 2 if has_cost else 1, figsize=(11 if has_cost else 6, 4), squeeze=False)

@@ -21,7 +21,7 @@ from scipy.interpolate import PchipInterpolator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .samplers import randn_like
+from .samplers import ddim, randn_like
 from .schedules import alpha_sigma
 from .step_schedules import Grid, gamma_of, gamma_to_t
 
@@ -51,8 +51,8 @@ def step_costs(model, f: Tensor, t: Tensor, variant: str = "corrector", generato
         eps_a = _call(model, z, g_a)
         if variant == "corrector":
             diff = float(s_b / s_a) * eps_a - _call(model, z, g_b)
-        else:  # one DDIM step a -> b, then how much eps_hat moved along it
-            z_b = float(a_b) * (z - float(s_a) * eps_a) / float(a_a) + float(s_b) * eps_a
+        else:  # one DDIM step a -> b (reusing eps_a), then how much eps_hat moved along it
+            z_b = ddim(lambda *_: eps_a, z, gammas[j:j + 2].to(z.dtype))
             diff = _call(model, z_b, g_b) - eps_a
         out[j] = diff.double().pow(2).mean()
     return out

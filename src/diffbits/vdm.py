@@ -144,12 +144,11 @@ class VDM(nn.Module):
         def eps_fn(z_t, gamma_t):
             return self.eps_hat(z_t, gamma_t, cond)
 
-        z_0 = fn(eps_fn, z, gammas, generator=generator, progress=progress)
-        if not decode:
-            return z_0 / alpha_sigma(gammas[-1])[0]
-        return self.decode(z_0, gammas[-1])
+        z_end = fn(eps_fn, z, gammas, generator=generator, progress=progress)
+        signal = z_end / alpha_sigma(gammas[-1])[0]  # the grid's last level (gamma_0 for full grids)
+        return B.signal_to_data(signal, self.levels) if decode else signal
 
-    def decode(self, z_0: Tensor, gamma_0: Tensor | None = None) -> Tensor:
+    def decode(self, z_0: Tensor) -> Tensor:
         """Argmax of ``p(x | z_0)``: the bin nearest to ``z_0 / alpha_0``."""
-        alpha_0, _ = alpha_sigma(self.schedule.gamma_0 if gamma_0 is None else gamma_0)
+        alpha_0, _ = alpha_sigma(self.schedule.gamma_0)
         return B.signal_to_data(z_0 / alpha_0, self.levels)
