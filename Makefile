@@ -29,9 +29,12 @@ bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	# The peer, without its dependency list (accelerate, torchvision, ...): it needs only torch, einops, ema-pytorch.
 	$(BIN)/pip install -q --no-deps denoising-diffusion-pytorch==2.3.4
+	# Sampler peer k-diffusion, likewise without torchvision/clip/wandb: it needs torchsde, trampoline, torchdiffeq, scipy.
+	$(BIN)/pip install -q --no-deps k-diffusion==0.1.1.post1 torchsde==0.2.6 trampoline==0.1.2
 	$(BIN)/python benchmarks/likelihood.py --datasets digits --minutes 3.4
 	$(BIN)/python benchmarks/likelihood.py --datasets mnist --minutes 5
 	$(BIN)/python benchmarks/variance.py
+	$(BIN)/python benchmarks/sampling.py --digits-run $(CURDIR)/benchmarks/.cache/likelihood/digits/ours
 
 clean:
 	rm -rf $(VENV) runs

@@ -104,12 +104,12 @@ def test_edm_grid_follows_its_formula():
 
 
 def closed_form_length(gamma, s=S_DATA):
-    """Corrector length for N(0, s^2) data as a function of gamma: with ``u = sigma^2``,
-    ``dLambda = (1 - s^2) sqrt(u) / (s^2 + (1 - s^2) u)^(3/2) du``, whose integral is
-    ``2 / sqrt(1 - s^2) (asinh v - v / sqrt(1 + v^2))``, ``v = sqrt((1 - s^2) u) / s``."""
-    u = 1 / (1 + math.exp(-gamma))
-    v = math.sqrt((1 - s**2) * u) / s
-    return 2 / math.sqrt(1 - s**2) * (math.asinh(v) - v / math.sqrt(1 + v**2))
+    """Corrector length for N(0, s^2) data on the VE path ``x = f + r eta``, ``r = exp(gamma/2)``:
+    the score is ``-x / (s^2 + r^2)``, so ``L(r, r + d) ~ 4 r^4 d^2 / (s^2 + r^2)^3`` and
+    ``dLambda = 2 r^2 / (s^2 + r^2)^(3/2) dr``; with ``r = s sinh(u)`` it integrates to
+    ``2 (asinh v - v / sqrt(1 + v^2))``, ``v = r / s``."""
+    v = math.exp(gamma / 2) / s
+    return 2 * (math.asinh(v) - v / math.sqrt(1 + v**2))
 
 
 def test_score_optimal_grid_for_a_gaussian_matches_its_closed_form():

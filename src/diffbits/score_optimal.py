@@ -1,10 +1,12 @@
 """Score-optimal step schedules (Williams, Campbell, Doucet, Syed 2024; SPEC 2).
 
 For any model exposing ``schedule`` (``gamma(t)``) and ``eps_hat(z, gamma)``:
-1. on a fine probe grid, estimate the cost of each step ``t -> t'`` from score calls:
-   corrector ``L = sigma_t'^2 E||s(z, t') - s(z, t)||^2 = E||(sigma_t'/sigma_t) eps_hat(z, t) - eps_hat(z, t')||^2``
-   with ``s = -eps_hat / sigma`` and ``z ~ p_t`` (data noised to t); the predictor variant
-   first moves ``z`` by one DDIM step to ``t'`` and measures ``E||eps_hat(z', t') - eps_hat(z, t)||^2``,
+1. on a fine probe grid, estimate the cost of each step ``t -> t'`` from score calls. As in
+   the paper, the path is the variance-exploding one, ``x = z / alpha = f + s eta`` with
+   ``s = sigma / alpha = exp(gamma / 2)``, score ``-eps_hat / s`` and speed ``v = s``:
+   corrector ``L = s'^2 E||score(x, t') - score(x, t)||^2 = E||(s'/s) eps_hat(z, t) - eps_hat(alpha' x, t')||^2``
+   with ``x ~ p_t`` (data noised to t) held fixed; the predictor variant first moves ``x``
+   by one Euler (= DDIM) step to ``t'`` and measures ``E||eps_hat(z', t') - eps_hat(z, t)||^2``,
    the change that step assumed away;
 2. cumulative length ``Lambda(t_j) = sum_{i<j} sqrt(L(t_i, t_i+1))`` (``L ~ delta(t) d^2``);
 3. the N-step grid spends equal length per step: ``t_i = Lambda^-1(i Lambda_total / N)``,
@@ -49,8 +51,9 @@ def step_costs(model, f: Tensor, t: Tensor, variant: str = "corrector", generato
         (a_a, a_b), (s_a, s_b) = alpha_sigma(torch.tensor([g_a, g_b], dtype=torch.float64))
         z = float(a_a) * f + float(s_a) * randn_like(f, generator)
         eps_a = _call(model, z, g_a)
-        if variant == "corrector":
-            diff = float(s_b / s_a) * eps_a - _call(model, z, g_b)
+        if variant == "corrector":  # same x = z / alpha, seen at t': z' = (alpha' / alpha) z
+            ratio = math.exp((g_b - g_a) / 2)  # s' / s, s = sigma / alpha = exp(gamma / 2)
+            diff = ratio * eps_a - _call(model, float(a_b / a_a) * z, g_b)
         else:  # one DDIM step a -> b (reusing eps_a), then how much eps_hat moved along it
             z_b = ddim(lambda *_: eps_a, z, gammas[j:j + 2].to(z.dtype))
             diff = _call(model, z_b, g_b) - eps_a
