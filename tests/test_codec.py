@@ -1,0 +1,145 @@
+"""Bits-back codec: bit-exact round trips, a rate at the entropy for an exact model, and every
+kind of damaged or mismatched input rejected with a clear error."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from diffbits.cli import main
+from diffbits.codec import BitsBackCoder, ContainerError, compress, decompress
+from diffbits.config import RunConfig, apply_overrides
+from diffbits.schedules import FixedLinear
+from diffbits.train import train
+from diffbits.vdm import VDM
+
+from .helpers import ExactCategoricalDenoiser, sample_categorical
+
+TINY = ["model.width=8", "model.depth=1", "train.batch_size=16", "train.log_every=1", "train.sample_steps=5"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny digits run (8x8, 17 levels), trained for a few steps."""
+    cfg = apply_overrides(RunConfig(), TINY)
+    cfg.train.steps = 3
+    path = tmp_path_factory.mktemp("codec") / "run"
+    train(cfg, path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory):
+    cfg = apply_overrides(RunConfig(), TINY + ["train.seed=7"])
+    cfg.train.steps = 3
+    path = tmp_path_factory.mktemp("codec") / "other"
+    train(cfg, path, progress=False)
+    return path
+
+
+def _uniform_vdm(levels=5, shape=(1, 3, 3)):
+    """The exact denoiser of independent uniform levels: any input is typical for it."""
+    probs = torch.full(shape + (levels,), 1.0 / levels)
+    return VDM(ExactCategoricalDenoiser(probs), FixedLinear(-6.0, 5.0), levels=levels, data_shape=shape)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 9), st.integers(1, 12), st.integers(0, 2**31 - 1))
+def test_round_trip_is_bit_exact_on_random_inputs(n, T, seed):
+    model = _uniform_vdm()
+    x = np.random.default_rng(seed).integers(0, 5, size=(n, 1, 3, 3))
+    coder = BitsBackCoder(model, T=T, batch=4)
+    words, rep = coder.encode(x)
+    assert np.array_equal(coder.decode(words, rep["batches"], rep["prefill"], rep["trim"]), x)
+
+
+def test_rate_meets_the_entropy_with_an_exact_denoiser():
+    """Independent 4-level coordinates of known entropy: the net rate over a few hundred items is
+    within 1% of their ideal code length; the initial bits are a small one-time cost."""
+    probs = torch.tensor([0.5, 0.25, 0.15, 0.1]).repeat(64, 1)
+    model = VDM(ExactCategoricalDenoiser(probs), FixedLinear(-7.0, 5.0), levels=4, data_shape=(64,))
+    x = sample_categorical(probs, 256, seed=0).numpy()
+    ideal = float(-np.log2(probs.numpy()[np.arange(64), x]).mean())
+    coder = BitsBackCoder(model, T=1000, batch=256, initial_examples=256)  # one batch
+    words, rep = coder.encode(x)
+    net = 32 * (len(words) - rep["initial_words"]) / x.size
+    assert net == pytest.approx(ideal, rel=0.01)
+    assert np.array_equal(coder.decode(words, rep["batches"], rep["prefill"], rep["trim"]), x)
+
+
+def _digits(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 17, size=(n, 8, 8)).astype(np.uint8)
+
+
+def test_files_round_trip_with_their_names_in_another_process(run, tmp_path):
+    a = _digits(5)
+    np.save(tmp_path / "a.npy", a)
+    np.savez(tmp_path / "b.npz", first=_digits(2, 1).astype(np.int16), second=_digits(1, 2)[0])
+    Image.fromarray(_digits(1, 3)[0]).save(tmp_path / "c.png")
+    out = tmp_path / "x.dbits"
+    assert main(["compress", str(run), str(tmp_path / "a.npy"), str(tmp_path / "b.npz"), str(tmp_path / "c.png"),
+                 "-o", str(out), "--T", "8", "--draws", "1", "--json"]) == 0
+    code = ("import sys; from diffbits.cli import main; "
+            f"sys.exit(main(['decompress', {str(out)!r}, '--model', {str(run)!r}, '-o', {str(tmp_path / 'back')!r}]))")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    back = tmp_path / "back"
+    b = np.load(back / "a.npy")
+    assert b.dtype == a.dtype and np.array_equal(b, a)
+    with np.load(tmp_path / "b.npz") as z0, np.load(back / "b.npz") as z1:
+        assert z0.files == z1.files and all(z0[k].dtype == z1[k].dtype and np.array_equal(z0[k], z1[k]) for k in z0.files)
+    assert np.array_equal(np.asarray(Image.open(back / "c.png")), np.asarray(Image.open(tmp_path / "c.png")))
+
+
+def test_report_gives_rates_and_the_bound(run, tmp_path, capsys):
+    np.save(tmp_path / "a.npy", _digits(6))
+    assert main(["compress", str(run), str(tmp_path / "a.npy"), "-o", str(tmp_path / "a.dbits"), "--T", "6",
+                 "--draws", "2", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    item, total = rep["items"][0], rep["total"]
+    assert item["name"] == "a.npy" and item["examples"] == 6 and not item["fallback"]
+    assert total["bpd"] * total["dims"] == pytest.approx(8 * (tmp_path / "a.dbits").stat().st_size)
+    assert total["net_bpd"] < total["bpd"] and np.isfinite(item["bound_bpd"])
+    assert total["initial_bits"] <= 4 * 64 * 12  # about four examples' first latents, not a batch's
+
+
+@pytest.fixture()
+def packed(run, tmp_path):
+    np.save(tmp_path / "a.npy", _digits(3))
+    out = tmp_path / "a.dbits"
+    compress(run, [tmp_path / "a.npy"], out, T=5, draws=1)
+    return out
+
+
+def test_every_corrupted_byte_is_rejected(run, packed, tmp_path):
+    data = packed.read_bytes()
+    for i in np.random.default_rng(0).choice(len(data), 24, replace=False).tolist() + [0, len(data) - 1]:
+        bad = bytearray(data)
+        bad[i] ^= 0x10
+        (tmp_path / "bad.dbits").write_bytes(bytes(bad))
+        with pytest.raises(ContainerError):
+            decompress(tmp_path / "bad.dbits", run, tmp_path / f"out{i}")
+        assert not (tmp_path / f"out{i}" / "a.npy").exists()
+
+
+def test_truncated_file_and_wrong_model_are_rejected_with_exit_code(run, other_run, packed, tmp_path, capsys):
+    (tmp_path / "cut.dbits").write_bytes(packed.read_bytes()[:-7])
+    assert main(["decompress", str(tmp_path / "cut.dbits"), "--model", str(run), "-o", str(tmp_path / "o")]) == 2
+    assert "truncated or corrupted" in capsys.readouterr().err
+    assert main(["decompress", str(packed), "--model", str(other_run), "-o", str(tmp_path / "o")]) == 2
+    assert "another model" in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob("*.npy")) if (tmp_path / "o").exists() else True
+
+
+@pytest.mark.parametrize("array, message", [(np.zeros((2, 7, 7), np.uint8), "does not match"),
+                                            (np.full((2, 8, 8), 40, np.uint8), "17 levels"),
+                                            (np.zeros((2, 8, 8), np.float32), "not integer")])
+def test_inputs_that_do_not_fit_the_model_are_rejected(run, tmp_path, capsys, array, message):
+    np.save(tmp_path / "bad.npy", array)
+    assert main(["compress", str(run), str(tmp_path / "bad.npy"), "-o", str(tmp_path / "bad.dbits")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.dbits").exists()
