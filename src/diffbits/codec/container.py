@@ -30,19 +30,19 @@ class ContainerError(ValueError):
 
 
 def fingerprint(config: dict, state_dict: dict) -> str:
-    """SHA-256 over the model's config (canonical JSON) and its weights, in name order."""
+    """SHA-256 (first 128 bits) over the model's config (canonical JSON) and its weights, in name order."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(state_dict):
         t = state_dict[name].detach().cpu().contiguous()
         h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return h.hexdigest()[:32]  # 128 bits
 
 
 def array_digest(a: np.ndarray) -> str:
-    """SHA-256 of an array's dtype, shape and bytes."""
+    """SHA-256 (first 64 bits) of an array's dtype, shape and bytes."""
     a = np.ascontiguousarray(a)
-    return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()
+    return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()[:16]  # the file has its own SHA-256
 
 
 def pack(header: dict, words: np.ndarray, blobs: list[bytes]) -> bytes:

@@ -146,7 +146,8 @@ def _report(items, coded, rep, words, data, blobs, model, T, draws, t_enc, t_dec
     bound_all = (sum(r["bound_bpd"] * r["dims"] for r in rows if r["dims"]) / max(total_dims, 1))
     total = {"items": len(items), "examples": total_dims // dims_per, "dims": total_dims, "bytes": len(data),
              "bpd": 8.0 * len(data) / max(total_dims, 1),
-             "net_bpd": (8.0 * len(data) - 32.0 * rep["initial_words"]) / max(total_dims, 1),
+             "net_bpd": (chain_bits + 8.0 * sum(map(len, blobs))) / max(total_dims, 1),
+             "container_bytes": len(data) - 4 * len(words) - sum(map(len, blobs)),
              "bound_bpd": bound_all, "initial_bits": 32 * rep["initial_words"],
              "fallback_items": sum(r["fallback"] for r in rows), "T": T,
              "encode_s": t_enc, "verify_s": t_dec,
