@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/likelihood.py --datasets mnist --minutes 5
 	$(BIN)/python benchmarks/variance.py
 	$(BIN)/python benchmarks/sampling.py --digits-run $(CURDIR)/benchmarks/.cache/likelihood/digits/ours
+	$(BIN)/python benchmarks/compression.py --T 100
 
 clean:
 	rm -rf $(VENV) runs

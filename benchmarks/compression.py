@@ -30,7 +30,7 @@ from report import append_results, header  # noqa: E402
 RUNS = HERE / ".cache" / "likelihood"
 
 
-def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int) -> tuple[str, str]:
+def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: int) -> tuple[str, str]:
     _, test_spec, split, desc = datasets(mnist)[name]
     test = load_dataset(test_spec, split)
     if n:
@@ -44,6 +44,10 @@ def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int) -> tuple[s
         back = decompress(out, run, Path(tmp) / "back", progress=True)
         t_dec = time.perf_counter() - tic
         assert np.array_equal(np.load(back[0]), images), "round trip failed"
+        singles = []  # one image per file: every file pays its own initial bits and container
+        for i in range(min(single, len(images))):
+            np.save(Path(tmp) / f"one{i}.npy", images[i:i + 1])
+            singles.append(compress(run, [Path(tmp) / f"one{i}.npy"], Path(tmp) / f"one{i}.dbits", T=T, draws=1)["total"])
     t = rep["total"]
     rows = [f"**{name}** ({desc}; {len(images)} test images, T = {T}, run `{run}`)", "",
             "| method | bits/dim | ours ÷ this |", "|---|---|---|",
@@ -67,6 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--T", type=int, default=100)
     ap.add_argument("--n", type=int, default=0, help="only the first n test images (0: all)")
     ap.add_argument("--draws", type=int, default=8, help="Monte Carlo draws for the bound")
+    ap.add_argument("--single", type=int, default=8, help="also compress this many images one per file")
     ap.add_argument("--mnist", default="/work/shared/data/mnist10k.npz")
     a = ap.parse_args(argv)
     tables = []
@@ -76,7 +81,7 @@ def main(argv=None) -> int:
             print(f"compression.py: no trained run at {run}; run benchmarks/likelihood.py --datasets {name} first",
                   file=sys.stderr)
             return 2
-        text, line = one(name, run, a.T, a.n, a.mnist, a.draws)
+        text, line = one(name, run, a.T, a.n, a.mnist, a.draws, a.single)
         print(text, flush=True)
         tables.append(text)
     append_results("Compression: bits-back codec vs image codecs (benchmarks/compression.py)", header(),

@@ -5,7 +5,9 @@ import math
 
 from .config import ModelConfig
 from .nets import ResidualMLP, ScoreUNet, fourier_periods
+from .corruptions import BlurSchedule, Corruption
 from .schedules import build_schedule
+from .soft import SoftDiffusion
 from .vdm import VDM
 
 __all__ = ["build_model", "default_gamma_0"]
@@ -39,4 +41,12 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int) -> V
     else:
         raise ValueError(f"unknown net {cfg.net!r}; use auto, score_unet or mlp")
     schedule = build_schedule(cfg.schedule, default_gamma_0(levels) if cfg.gamma_0 is None else cfg.gamma_0, cfg.gamma_1)
+    if cfg.process == "blur":
+        if len(data_shape) not in (2, 3) or head_levels:
+            raise ValueError("process=blur needs (C, L) or (C, H, W) data and head=eps")
+        sigma_max = 0.6 * max(data_shape[1:]) if cfg.blur_sigma_max is None else cfg.blur_sigma_max
+        corruption = Corruption(schedule, data_shape, BlurSchedule(sigma_max))
+        return SoftDiffusion(denoiser, corruption, levels, loss=cfg.soft_loss)
+    if cfg.process != "gaussian":
+        raise ValueError(f"unknown process {cfg.process!r}; use gaussian or blur")
     return VDM(denoiser, schedule, levels, data_shape, recon=cfg.recon, variance_min=cfg.variance_min)

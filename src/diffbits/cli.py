@@ -19,6 +19,8 @@ def _add_train(sub):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. model.width=32 (repeatable)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--process", choices=["gaussian", "blur"],
+                   help="gaussian (VDM) or blur (soft diffusion: blur plus noise); same as --set model.process=...")
     p.add_argument("--levels", type=int, help="number of levels K (default: inferred)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--fresh", action="store_true", help="delete --out first if it holds a run")
@@ -46,7 +48,8 @@ def _add_sample(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="PNG grid")
     p.add_argument("--npz", type=Path, help="also save the samples as integers under key x")
-    p.add_argument("--sampler", default="ancestral", help="ancestral | ddim | heun | dpmpp2m")
+    p.add_argument("--sampler", help="ancestral | ddim | heun | dpmpp2m; blur models: momentum | naive "
+                   "(default: ancestral, blur models momentum)")
     p.add_argument("--schedule", default="uniform-t",
                    help="uniform-t | uniform-logsnr | edm | cosine | GRID.json (from `diffbits schedule`)")
     p.add_argument("--device", default="auto")
@@ -78,6 +81,8 @@ def cmd_train(a) -> int:
         cfg.data = a.data
     if a.levels:
         cfg.levels = a.levels
+    if a.process:
+        cfg.model.process = a.process
     if a.seed is not None:
         cfg.train.seed = a.seed
     if a.minutes is not None:
@@ -131,7 +136,8 @@ def cmd_sample(a) -> int:
     cfg, model = load_run(a.run, a.device)
     grid = Grid.load(a.schedule) if a.schedule.endswith(".json") else a.schedule
     gen = torch.Generator().manual_seed(a.seed)
-    x = model.sample(a.n, a.steps, generator=gen, progress=True, sampler=a.sampler, grid=grid).cpu()
+    sampler = a.sampler or ("momentum" if cfg.model.process == "blur" else "ancestral")
+    x = model.sample(a.n, a.steps, generator=gen, progress=True, sampler=sampler, grid=grid).cpu()
     print(f"samples: {save_grid(x, cfg.levels, a.out)}")
     if a.npz:
         a.npz.parent.mkdir(parents=True, exist_ok=True)

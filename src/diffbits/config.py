@@ -30,6 +30,9 @@ class ModelConfig:
     variance_min: bool = True  # interior of the schedule minimises the bound's variance
     recon: str = "auto"  # auto | softmax | gaussian
     head: str = "eps"  # eps (VDM) | categorical (K logits per coordinate; small K only)
+    process: str = "gaussian"  # gaussian (VDM) | blur (soft diffusion: heat-equation blur plus noise, SPEC 3)
+    blur_sigma_max: float | None = None  # blur at t = 1; None: 0.6 x the image's longer side
+    soft_loss: str = "elbo"  # blur models: elbo (the per-frequency bound) | ssm (Soft Score Matching)
 
 
 @dataclass

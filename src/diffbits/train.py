@@ -146,7 +146,7 @@ class Trainer:
         x = self.data.x[idx].to(self.device, non_blocking=True)
         self.model.train()
         tic = time.perf_counter()
-        terms = self.model.bound(x, T=t.T or None)
+        terms = self.model.loss_terms(x, T=t.T or None)
         loss = terms.bpd.mean()
         if not torch.isfinite(loss):
             raise TrainingDiverged(

@@ -111,6 +111,10 @@ class VDM(nn.Module):
             grad_scale.copy_(2 * diffusion.detach())  # grad_eta E[L^2] = E[2 L grad_eta L]
         return B.BoundTerms(prior=prior, recon=recon, diffusion=diffusion, dims=self.dims)
 
+    def loss_terms(self, x: Tensor, T: int | None = None) -> B.BoundTerms:
+        """What training minimises: the bound."""
+        return self.bound(x, T=T)
+
     def forward(self, x: Tensor, T: int | None = None, cond=None) -> Tensor:
         """Mean negative ELBO in bits/dim: the training loss."""
         return self.bound(x, T=T, cond=cond).bpd.mean()

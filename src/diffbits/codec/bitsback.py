@@ -181,7 +181,7 @@ class BitsBackCoder:
     words the stream carries, the ideal bits per example, the batch sizes and the words trimmed
     off the prefill; ``decode`` needs ``batches``, ``prefill`` and ``trim``."""
 
-    def __init__(self, model, T: int = 100, resolution: float = 4.0, batch: int = 64, initial_examples: int = 4,
+    def __init__(self, model, T: int = 100, resolution: float = 4.0, batch: int = 64, initial_examples: int = 2,
                  progress: bool = False):
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
