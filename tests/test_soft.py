@@ -128,3 +128,28 @@ def test_cli_trains_evaluates_and_samples_a_blur_model(tmp_path, capsys):
         assert main(["sample", str(run), "--n", "4", "--steps", "4", "--sampler", sampler,
                      "--out", str(tmp_path / f"{sampler}.png")]) == 0
     assert main(["sample", str(run), "--n", "4", "--sampler", "ddim", "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_wasserstein_grid_spaces_marginals_equally():
+    from diffbits.soft import wasserstein_grid
+
+    c = Corruption(sched(), (1, 8, 8), BlurSchedule(4.0))
+    f = torch.rand(256, 1, 8, 8) * 2 - 1
+    grid = wasserstein_grid(c, f, 8)
+    assert grid.t[0] == 1 and grid.t[-1] == 0 and (grid.t.diff() < 0).all()
+    u = c.dct(f.double())
+    m, v = u.mean(0), u.var(0)
+
+    def moments(t):
+        a = c.multiplier(torch.tensor([t])).double()[0]
+        s = float(c.noise_std(torch.tensor([t])))
+        return a * m, (a**2 * v + s**2).sqrt()
+
+    fine = torch.linspace(1, 0, 2001, dtype=torch.float64)
+    lengths = []  # the W2 length of each step, integrated finely
+    for i in range(8):
+        ts = fine[(fine <= grid.t[i]) & (fine >= grid.t[i + 1])]
+        ts = torch.cat([grid.t[i:i + 1], ts, grid.t[i + 1:i + 2]])
+        mom = [moments(float(t)) for t in ts]
+        lengths.append(sum(float(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2).sum().sqrt()) for a, b in zip(mom, mom[1:])))
+    assert max(lengths) / min(lengths) < 1.05

@@ -59,7 +59,7 @@ def _add_schedule(sub):
     p = sub.add_parser("schedule", help="choose a sampling grid: score-optimal or a fixed step schedule")
     p.add_argument("run", type=Path)
     p.add_argument("--method", default="score-optimal",
-                   help="score-optimal | uniform-t | uniform-logsnr | edm | cosine")
+                   help="score-optimal | uniform-t | uniform-logsnr | edm | cosine | wasserstein (blur models)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--out", type=Path, required=True, help="GRID.json: times and gammas, noisiest first")
     p.add_argument("--plot", type=Path, help="PNG: the grid beside the fixed schedules (and its costs)")
@@ -157,12 +157,24 @@ def cmd_schedule(a) -> int:
     from .train import load_run
 
     cfg, model = load_run(a.run, a.device)
-    if a.method == "score-optimal":
+    blur = cfg.model.process == "blur"
+    if blur and a.method not in ("wasserstein", "uniform-t"):
+        raise ValueError(f"blur models take --method wasserstein or uniform-t, not {a.method!r}")
+    if a.method == "wasserstein" and not blur:
+        raise ValueError("--method wasserstein is for blur models (train with --process blur)")
+    if a.method in ("score-optimal", "wasserstein"):
         data = load_dataset(a.data or cfg.data, _split(a.data, "train"), cfg.levels)
         gen = torch.Generator().manual_seed(a.seed)
         idx = torch.randperm(len(data.x), generator=gen)[: a.n_data]
         dev = model.schedule.gamma_0.device
         f = data_to_signal(data.x[idx].to(dev), cfg.levels, torch.float32)
+    if a.method == "wasserstein":
+        from .soft import wasserstein_grid
+
+        grid = wasserstein_grid(model.corruption, f, a.steps)
+        print(f"W2 length of the path: {grid.info['total_w2_length']:.3g}, "
+              f"{grid.info['total_w2_length'] / a.steps:.3g} per step")
+    elif a.method == "score-optimal":
         grid = score_optimal(model, f, a.steps, probe=a.probe, variant=a.variant,
                              generator=torch.Generator(dev).manual_seed(a.seed), progress=True)
         length = torch.tensor(grid.info["length_per_step"])
@@ -173,7 +185,7 @@ def cmd_schedule(a) -> int:
     print("gamma: " + " ".join(f"{g:.2f}" for g in grid.gamma.tolist()))
     print(f"grid: {grid.save(a.out)}")
     if a.plot:
-        others = [fixed_grid(m, model.schedule, a.steps) for m in FIXED if m != a.method]
+        others = [fixed_grid(m, model.schedule, a.steps) for m in FIXED if m != a.method and not (blur and m != "uniform-t")]
         print(f"plot: {plot_step_grid(grid, others, a.plot)}")
     return 0
 

@@ -28,7 +28,7 @@ from . import bound as B
 from .corruptions import Corruption
 from .samplers import randn_like
 
-__all__ = ["SoftDiffusion", "naive", "momentum", "SOFT_SAMPLERS"]
+__all__ = ["SoftDiffusion", "naive", "momentum", "SOFT_SAMPLERS", "wasserstein_grid"]
 
 
 def _sum(v: Tensor) -> Tensor:
@@ -162,3 +162,28 @@ def momentum(x0_fn, corruption: Corruption, x: Tensor, ts: Tensor, generator=Non
 
 
 SOFT_SAMPLERS = {"naive": naive, "momentum": momentum}
+
+
+@torch.no_grad()
+def wasserstein_grid(corruption: Corruption, f: Tensor, steps: int, probe: int = 512):
+    """Times whose marginals are equally far apart in Wasserstein-2 (SPEC 3), under a Gaussian
+    approximation per DCT frequency estimated from data ``f`` (signal space, (N, C, *spatial)):
+    ``u_t,k ~ N(a_k(t) m_k, a_k(t)^2 v_k + s_t^2)``, so between neighbours
+    ``W2^2 = sum_k (a_k - a_k')^2 m_k^2 + (std_k - std_k')^2``. The path's W2 length, cut into
+    ``steps`` equal pieces (monotone cubic inverse), gives the grid."""
+    from .score_optimal import equal_cost_times
+    from .step_schedules import Grid, gamma_of
+
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    u = corruption.dct(f.double())
+    m, v = u.mean(0), u.var(0)
+    t = torch.linspace(1.0, 0.0, probe, dtype=torch.float64)
+    a = corruption.multiplier(t.to(f.dtype)).double()[:, 0]  # (probe, *spatial)
+    s = corruption.noise_std(t.to(f.dtype)).double().view(-1, *[1] * (a.dim() - 1))
+    mean, std = a[:, None] * m, (a[:, None] ** 2 * v + s[:, None] ** 2).sqrt()  # (probe, C, *spatial)
+    w2 = ((mean[1:] - mean[:-1]) ** 2 + (std[1:] - std[:-1]) ** 2).flatten(1).sum(1)
+    times = equal_cost_times(t, w2, steps)
+    grid = Grid(times, gamma_of(corruption.schedule, times), "wasserstein")
+    grid.info.update(probe_t=t.tolist(), probe_cost=w2.tolist(), total_w2_length=float(w2.sqrt().sum()))
+    return grid
