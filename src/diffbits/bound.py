@@ -21,6 +21,7 @@ __all__ = [
     "signal_to_data",
     "bin_centres",
     "antithetic_times",
+    "sum_dims",
     "prior_kl",
     "recon_nll",
     "diffusion_continuous",
@@ -82,7 +83,7 @@ def antithetic_times(batch: int, generator: torch.Generator | None = None, devic
     return torch.remainder(u + torch.arange(batch, device=device) / batch, 1.0)
 
 
-def _sum_dims(v: Tensor) -> Tensor:
+def sum_dims(v: Tensor) -> Tensor:
     return v.flatten(1).sum(1)
 
 
@@ -90,7 +91,7 @@ def prior_kl(f: Tensor, gamma_1: Tensor) -> Tensor:
     """``KL(N(alpha_1 f, sigma_1^2) || N(0, 1))`` summed over dimensions."""
     alpha_sq, sigma_sq = torch.sigmoid(-gamma_1), torch.sigmoid(gamma_1)
     log_sigma_sq = F.logsigmoid(gamma_1)
-    return 0.5 * _sum_dims(alpha_sq * f**2 + sigma_sq - log_sigma_sq - 1)
+    return 0.5 * sum_dims(alpha_sq * f**2 + sigma_sq - log_sigma_sq - 1)
 
 
 def _log_bin_prob_gaussian(x: Tensor, mean: Tensor, scale: Tensor, levels: int) -> Tensor:
@@ -128,14 +129,14 @@ def recon_nll(x: Tensor, z_0: Tensor, gamma_0: Tensor, levels: int, method: str 
         logp = _log_bin_prob_gaussian(x, mean, torch.exp(0.5 * gamma_0), levels)
     else:
         raise ValueError(f"unknown reconstruction method {method!r}; use auto, softmax or gaussian")
-    return -_sum_dims(logp)
+    return -sum_dims(logp)
 
 
 def diffusion_continuous(eps: Tensor, eps_hat: Tensor, dgamma_t: Tensor) -> Tensor:
     """``0.5 gamma'(t) ||eps - eps_hat||^2`` (T = infinity)."""
-    return 0.5 * dgamma_t * _sum_dims((eps - eps_hat) ** 2)
+    return 0.5 * dgamma_t * sum_dims((eps - eps_hat) ** 2)
 
 
 def diffusion_discrete(eps: Tensor, eps_hat: Tensor, gamma_t: Tensor, gamma_s: Tensor, T: int) -> Tensor:
     """``0.5 T expm1(gamma_t - gamma_s) ||eps - eps_hat||^2`` with ``s = t - 1/T``."""
-    return 0.5 * T * torch.expm1(gamma_t - gamma_s) * _sum_dims((eps - eps_hat) ** 2)
+    return 0.5 * T * torch.expm1(gamma_t - gamma_s) * sum_dims((eps - eps_hat) ** 2)

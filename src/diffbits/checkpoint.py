@@ -7,19 +7,23 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "write_atomic", "CHECKPOINT"]
 
 CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``:
-    a crash leaves either the old checkpoint or the new one, never half of one."""
+    write_atomic(path, lambda fh: torch.save(state, fh))
+
+
+def write_atomic(path: Path, write) -> None:
+    """``write(fh)`` into a temporary file in the same folder, fsync, then rename over ``path``:
+    a crash leaves either the old file or the new one, never half of one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

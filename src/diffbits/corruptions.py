@@ -114,7 +114,7 @@ class Corruption(nn.Module):
         gamma = self.schedule(t)
         tau, _ = self.blur(t)
         view = (-1,) + (1,) * len(self.data_shape)
-        alpha = torch.ones_like(gamma) if self.variance_exploding else torch.sigmoid(-gamma).sqrt()
+        alpha = torch.ones_like(gamma) if self.variance_exploding else alpha_sigma(gamma)[0]
         return alpha.view(view) * torch.exp(-self.dct.lam.to(gamma.dtype) * tau.view(view))
 
     def noise_std(self, t: Tensor) -> Tensor:

@@ -48,7 +48,7 @@ def step_costs(model, f: Tensor, t: Tensor, variant: str = "corrector", generato
     out = torch.empty(len(t) - 1, dtype=torch.float64)
     for j in tqdm(range(len(t) - 1), desc=f"{variant} cost", disable=not progress, leave=False):
         g_a, g_b = float(gammas[j]), float(gammas[j + 1])
-        (a_a, a_b), (s_a, s_b) = alpha_sigma(torch.tensor([g_a, g_b], dtype=torch.float64))
+        (a_a, a_b), (s_a, _) = alpha_sigma(torch.tensor([g_a, g_b], dtype=torch.float64))
         z = float(a_a) * f + float(s_a) * randn_like(f, generator)
         eps_a = _call(model, z, g_a)
         if variant == "corrector":  # same x = z / alpha, seen at t': z' = (alpha' / alpha) z

@@ -27,12 +27,9 @@ from tqdm.auto import tqdm
 from . import bound as B
 from .corruptions import Corruption
 from .samplers import randn_like
+from .schedules import alpha_sigma
 
 __all__ = ["SoftDiffusion", "naive", "momentum", "SOFT_SAMPLERS", "wasserstein_grid"]
-
-
-def _sum(v: Tensor) -> Tensor:
-    return v.flatten(1).sum(1)
 
 
 class SoftDiffusion(nn.Module):
@@ -56,7 +53,7 @@ class SoftDiffusion(nn.Module):
     def x0_hat(self, x_t: Tensor, t: Tensor) -> Tensor:
         gamma = self.schedule(t)
         view = (-1,) + (1,) * (x_t.dim() - 1)
-        alpha, sigma = torch.sigmoid(-gamma).sqrt().view(view), torch.sigmoid(gamma).sqrt().view(view)
+        alpha, sigma = (v.view(view) for v in alpha_sigma(gamma))
         return alpha * x_t - sigma * self.denoiser(x_t, gamma)
 
     def bound(self, x: Tensor, T: int | None = None, cond=None, t: Tensor | None = None, eps: Tensor | None = None,
@@ -76,17 +73,17 @@ class SoftDiffusion(nn.Module):
         u = c.dct(f)
         a2 = c.multiplier(one) ** 2  # per frequency: alpha_1^2 exp(-2 Lambda_k tau_1)
         s2 = torch.sigmoid(self.schedule.gamma_1)
-        prior = 0.5 * _sum(a2 * u**2 + s2 - torch.log(s2) - 1)
+        prior = 0.5 * B.sum_dims(a2 * u**2 + s2 - torch.log(s2) - 1)
         eps_0 = randn_like(f, generator) if eps_0 is None else eps_0
         gamma_0 = self.schedule.gamma_0
-        alpha_0, sigma_0 = torch.sigmoid(-gamma_0).sqrt(), torch.sigmoid(gamma_0).sqrt()
+        alpha_0, sigma_0 = alpha_sigma(gamma_0)
         recon = B.recon_nll(x, alpha_0 * f + sigma_0 * eps_0, gamma_0, self.levels)
         t = B.antithetic_times(len(x), generator=generator, device=x.device) if t is None else t
         eps = randn_like(f, generator) if eps is None else eps
         x_t = c(f, t, eps)
         err = u - c.dct(self.x0_hat(x_t, t))
         gamma_k, dgamma_k = c.gamma_freq(t)
-        diffusion = 0.5 * _sum(dgamma_k * torch.exp(-gamma_k) * err**2)
+        diffusion = 0.5 * B.sum_dims(dgamma_k * torch.exp(-gamma_k) * err**2)
         return B.BoundTerms(prior=prior, recon=recon, diffusion=diffusion, dims=self.dims)
 
     def ssm_loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -97,7 +94,7 @@ class SoftDiffusion(nn.Module):
         x_t = c(f, t, randn_like(f, generator))
         gamma, dgamma = self.schedule.gamma_and_derivative(t)
         w = dgamma / (2 * torch.sigmoid(gamma))
-        return w * _sum(c.apply_C(self.x0_hat(x_t, t) - f, t) ** 2)
+        return w * B.sum_dims(c.apply_C(self.x0_hat(x_t, t) - f, t) ** 2)
 
     def loss_terms(self, x: Tensor, T: int | None = None) -> B.BoundTerms:
         """What training minimises: the bound, or with ``loss="ssm"`` its diffusion term swapped
@@ -127,7 +124,7 @@ class SoftDiffusion(nn.Module):
         x = randn_like(torch.empty((n,) + self.data_shape, device=dev), generator)
         x = x * self.corruption.noise_std(ts[:1])
         x = SOFT_SAMPLERS[sampler](self.x0_hat, self.corruption, x, ts, generator=generator, progress=progress)
-        alpha_0 = torch.sigmoid(-self.schedule.gamma_0).sqrt()
+        alpha_0 = alpha_sigma(self.schedule.gamma_0)[0]
         return B.signal_to_data(x / alpha_0, self.levels) if decode else x / alpha_0
 
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 import constriction
 import numpy as np
 import torch
+from scipy.special import expit
 from tqdm.auto import tqdm
 
-from ..bound import SOFTMAX_MAX_LEVELS, bin_centres
+from ..bound import SOFTMAX_MAX_LEVELS, bin_centres, data_to_signal
 from ..step_schedules import gamma_of
 
 __all__ = ["Chain", "BitsBackCoder", "OutOfRange", "CodingError"]
@@ -75,7 +76,7 @@ class Chain:
         gamma = gamma_of(schedule, torch.arange(T + 1, dtype=torch.float64) / T).numpy()
         if not np.all(np.diff(gamma) > 0):
             raise ValueError("the schedule's gamma is not strictly increasing on the T-step grid; use a smaller T")
-        alpha, sigma = np.sqrt(_sigmoid(-gamma)), np.sqrt(_sigmoid(gamma))
+        alpha, sigma = np.sqrt(expit(-gamma)), np.sqrt(expit(gamma))
         c = np.concatenate([[np.nan], -np.expm1(gamma[:-1] - gamma[1:])])
         q_std = np.concatenate([[sigma[0]], sigma[1:] * np.sqrt(c[1:])])  # z_i decoded with q
         p_std = np.concatenate([sigma[:-1] * np.sqrt(c[1:]), [1.0]])  # z_i encoded with p (prior for z_T)
@@ -86,8 +87,13 @@ class Chain:
         return len(self.gamma) - 1
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+def _gauss_bits(off: np.ndarray, m, s: float) -> np.ndarray:
+    """-log2 of a unit bin at ``off`` under N(m, s^2) (fine lattice: density x width)."""
+    return (0.5 * ((off - m) / s) ** 2 + math.log(s * math.sqrt(2 * math.pi))) / math.log(2)
+
+
+def _signal(x: np.ndarray, levels: int) -> np.ndarray:
+    return data_to_signal(torch.from_numpy(x), levels, torch.float64).numpy()
 
 
 @dataclass
@@ -112,9 +118,8 @@ class _Ops:
         return centre, (mean / delta - centre).ravel(), s, int(math.ceil((reach + P_MARGIN * wide) * s)) + 1
 
     def _bits(self, off: np.ndarray, m: np.ndarray, s: float) -> np.ndarray:
-        """-log2 of a unit bin under N(m, s^2) (the lattice is fine: density x width)."""
-        nats = 0.5 * ((off - m) / s) ** 2 + math.log(s * math.sqrt(2 * math.pi))
-        return (nats / math.log(2)).reshape(self.n, -1).sum(1)
+        """Per example: the summed ``_gauss_bits`` of its symbols."""
+        return _gauss_bits(off, m, s).reshape(self.n, -1).sum(1)
 
     def pop_gaussian(self, mean: np.ndarray, std: float, delta: float, wide: bool) -> np.ndarray:
         centre, m, s, w = self._params(mean, std, delta, wide)
@@ -129,13 +134,12 @@ class _Ops:
     def push_gaussian(self, k: np.ndarray, mean: np.ndarray, std: float, delta: float, wide: bool) -> None:
         centre, m, s, w = self._params(mean, std, delta, wide)
         off = (k - centre).ravel()
-        cls = 0
+        need, cls = np.abs(off).max(initial=0), 0
         if wide:  # p: the alphabet widens by 4^cls where needed; cls is pushed last, popped first
-            need = np.abs(off).max(initial=0)
             while w * 4**cls < need and cls < len(ESCAPE) - 1:
                 cls += 1
-        if np.abs(off).max(initial=0) > w * 4**cls:
-            raise OutOfRange(f"a latent lies {np.abs(off).max() / s:.0f} standard deviations from the model's mean")
+        if need > w * 4**cls:
+            raise OutOfRange(f"a latent lies {need / s:.0f} standard deviations from the model's mean")
         family = constriction.stream.model.QuantizedGaussian(-w * 4**cls, w * 4**cls)
         self.coder.encode_reverse(off.astype(np.int32), family, m, np.full_like(m, s))
         self.info += self._bits(off, m, s)
@@ -157,8 +161,7 @@ class _Ops:
         m = (mean + 1) * levels / 2 - 0.5  # in level units: bin k is [k - 1/2, k + 1/2]
         s = math.exp(chain.gamma[0] / 2) * levels / 2
         family = constriction.stream.model.QuantizedGaussian(0, levels - 1)
-        return family, (m, np.full_like(m, s)), lambda x: (
-            0.5 * ((x - m) / s) ** 2 + math.log(s * math.sqrt(2 * math.pi))) / math.log(2)
+        return family, (m, np.full_like(m, s)), lambda x: _gauss_bits(x, m, s)
 
     def pop_data(self, z_0: np.ndarray, chain: Chain, levels: int) -> np.ndarray:
         family, params, bits = self._categorical(z_0, chain, levels)
@@ -209,7 +212,7 @@ class BitsBackCoder:
 
     def _encode_batch(self, ops: _Ops, x: np.ndarray, bar) -> None:
         ch = self.chain
-        f = (2 * x.astype(np.float64) + 1) / self.levels - 1
+        f = _signal(x, self.levels)
         k = ops.pop_gaussian(ch.alpha[0] * f, ch.sigma[0], ch.delta[0], False)  # z_0 <- q(z_0 | x)
         z_prev = k * ch.delta[0]
         ops.push_data(x, z_prev, ch, self.levels)  # x -> p(x | z_0)
@@ -235,7 +238,7 @@ class BitsBackCoder:
             bar.update(ops.n)
         z_0 = k * ch.delta[0]
         x = ops.pop_data(z_0, ch, self.levels)
-        f = (2 * x.astype(np.float64) + 1) / self.levels - 1
+        f = _signal(x, self.levels)
         ops.push_gaussian(k, ch.alpha[0] * f, ch.sigma[0], ch.delta[0], False)
         return x
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoint import write_atomic
 from ..data import DataError
 from ..train import load_run
 from .bitsback import BitsBackCoder, CodingError, OutOfRange
@@ -50,17 +51,6 @@ def _bound_bpd(model, x: np.ndarray, T: int, draws: int, seed: int = 0) -> np.nd
         xb = torch.as_tensor(x[a:a + 256])
         out[a:a + 256] = torch.stack([model.bound(xb, T=T, generator=g).bpd for _ in range(draws)]).mean(0).numpy()
     return out
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @torch.no_grad()
@@ -117,7 +107,7 @@ def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution:
     data = pack(header, words, blobs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, data)
+    write_atomic(out, lambda fh: fh.write(data))
     return _report(items, coded, rep, words, data, blobs, model, T, draws, t_enc, t_dec)
 
 
