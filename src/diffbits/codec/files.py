@@ -31,6 +31,10 @@ def model_fingerprint(cfg, model) -> str:
     return fingerprint({"model": asdict(cfg.model), "levels": cfg.levels, "shape": list(cfg.shape)}, model.state_dict())
 
 
+_EMPTY_STREAM = (np.zeros(0, np.uint32), {"prefill": 0, "trim": 0, "initial_words": 0, "batches": [],
+                                         "info_bits": np.zeros(0)}, 0.0, 0.0)
+
+
 def _deflate(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **{k or "_": v for k, v in arrays.items()})
@@ -73,13 +77,12 @@ def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution:
         items.append({"meta": meta, "arrays": arrays, "x": np.concatenate(xs) if xs else np.zeros((0,) + shape, np.int64)})
     coder = BitsBackCoder(model, T=T, resolution=resolution, batch=batch, progress=progress)
     coded = [i for i, it in enumerate(items) if len(it["x"])]
-    words, rep, t_enc, t_dec = np.zeros(0, np.uint32), {"prefill": 0, "trim": 0, "initial_words": 0, "batches": []}, 0.0, 0.0
+    words, rep, t_enc, t_dec = _EMPTY_STREAM
     for _ in range(4):  # encode, verify, drop what failed, again
-        x = np.concatenate([items[i]["x"] for i in coded]) if coded else np.zeros((0,) + shape, np.int64)
-        owner = np.concatenate([[i] * len(items[i]["x"]) for i in coded]).astype(int) if coded else np.zeros(0, int)
-        if not len(x):
-            words, rep = np.zeros(0, np.uint32), {"prefill": 0, "trim": 0, "initial_words": 0, "batches": [], "info_bits": np.zeros(0)}
+        if not coded:
             break
+        x = np.concatenate([items[i]["x"] for i in coded])
+        owner = np.concatenate([[i] * len(items[i]["x"]) for i in coded]).astype(int)
         tic = time.perf_counter()
         try:
             words, rep = coder.encode(x)
@@ -98,11 +101,13 @@ def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution:
         coded = [i for i in coded if i not in failed]
     else:
         coded = []
+    if not coded:  # nothing bits-back coded: no stream (not the last failed attempt's)
+        words, rep, t_enc, t_dec = _EMPTY_STREAM
     for i, it in enumerate(items):
         it["fallback"] = i not in coded and len(it["x"]) > 0
     blobs = [_deflate(it["arrays"]) if it["fallback"] else b"" for it in items]
     header = {"model": model_fingerprint(cfg, model), "levels": levels, "shape": list(shape), "T": T,
-              "resolution": resolution, "batch": batch, "prefill": rep["prefill"], "trim": rep["trim"], "batches": rep.get("batches", []),
+              "resolution": resolution, "batch": batch, "prefill": rep["prefill"], "trim": rep["trim"], "batches": rep["batches"],
               "items": [dict(it["meta"], fallback=it["fallback"]) for it in items]}
     data = pack(header, words, blobs)
     out = Path(out)
@@ -115,7 +120,7 @@ def _report(items, coded, rep, words, data, blobs, model, T, draws, t_enc, t_dec
     dims_per = model.dims
     n_chain = sum(len(items[i]["x"]) for i in coded)
     chain_bits = 32.0 * (len(words) - rep["initial_words"])
-    info = rep.get("info_bits", np.zeros(0))
+    info = rep["info_bits"]
     scale = chain_bits / info.sum() if len(info) and info.sum() > 0 else 0.0
     total_dims = sum(len(it["x"]) for it in items) * dims_per
     shared = 8.0 * (len(data) - 4 * len(words) - sum(map(len, blobs))) + 32.0 * rep["initial_words"]
