@@ -13,6 +13,7 @@ grids side by side and appends the table to ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -42,16 +43,12 @@ def train_pair(name: str, minutes: float, mnist: str, fresh: bool) -> dict:
         run = CACHE / f"{name}-{kind}"
         if fresh or not (run / "checkpoint.pt").exists():
             cfg = RunConfig.load(HERE.parent / "configs" / f"{name}.json")
-            cfg = apply_overrides(cfg, ["model.head=eps", "model.process=blur", f"model.blur_sigma_max={json_null(blur)}"])
+            cfg = apply_overrides(cfg, ["model.head=eps", "model.process=blur", f"model.blur_sigma_max={json.dumps(blur)}"])
             cfg.data, cfg.train.minutes, cfg.train.steps = train_spec, minutes, 0
             print(f"[{name}] training the {kind} model for {minutes} min", flush=True)
             train(cfg, run, fresh=True, progress=True)
         runs[kind] = run
     return runs
-
-
-def json_null(v):
-    return "null" if v is None else v
 
 
 def main(argv=None) -> int:
@@ -87,7 +84,7 @@ def main(argv=None) -> int:
                         fds.append(frechet(net, x.clamp(-1, 1), test_f))
                     if nfe == 20 and sampler == "momentum":
                         grids[(name, kind)] = x[:64]
-                rows.append(f"| {kind} | {json_steps(run)} | {res['bpd']:.4f} | {sampler} | " + " | ".join(f"{v:.1f}" for v in fds) + " |")
+                rows.append(f"| {kind} | {steps_trained(run)} | {res['bpd']:.4f} | {sampler} | " + " | ".join(f"{v:.1f}" for v in fds) + " |")
                 print(rows[-1], flush=True)
         tables.append("\n".join(rows))
     fig = figure(grids, HERE / "soft.png")
@@ -97,9 +94,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def json_steps(run: Path) -> int:
-    import json
-
+def steps_trained(run: Path) -> int:
     rows = (run / "metrics.jsonl").read_text().splitlines()
     return json.loads(rows[-1])["step"] if rows else 0
 

@@ -15,8 +15,8 @@ With ``s = t_i-1``, ``t = t_i`` and ``c = -expm1(gamma_s - gamma_t)``:
 Latent ``z_i`` lives on the lattice ``k * delta_i``, ``delta_i`` = (the smaller of the two standard
 deviations it is coded with) / ``resolution``; both sides derive it from the schedule in float64.
 Each Gaussian is coded with constriction's ``QuantizedGaussian`` as an offset from the rounded
-mean, so the alphabet stays small. Batches have a fixed size (the last one padded for the
-network only), so encoder and decoder call the network on identical tensors.
+mean, so the alphabet stays small. The encoder records its batch sizes, so the decoder calls the
+network on identical tensors.
 """
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ class _Ops:
 class BitsBackCoder:
     """Codes batches of integer data ``x`` (N, *data_shape) with a ``VDM``'s T-step chain.
 
-    ``encode(x) -> (words, report)`` and ``decode(words, n) -> x``. ``report`` has the initial
+    ``encode(x) -> (words, report)`` and ``decode(words, batches, prefill, trim) -> x``. ``report`` has the initial
     words the stream carries, the ideal bits per example, the batch sizes and the words trimmed
     off the prefill; ``decode`` needs ``batches``, ``prefill`` and ``trim``."""
 
@@ -195,7 +195,7 @@ class BitsBackCoder:
         self.device = model.schedule.gamma_0.device
         self._gammas = torch.as_tensor(self.chain.gamma, dtype=torch.float32)
 
-    # -- the network, on fixed-size batches ------------------------------------------------------
+    # -- the network -------------------------------------------------------------------------------
 
     @torch.no_grad()
     def _eps(self, z: np.ndarray, i: int) -> np.ndarray:
