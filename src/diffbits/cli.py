@@ -198,7 +198,7 @@ def _add_codec(sub):
     p.add_argument("--T", type=int, default=100, help="steps of the discrete-time chain")
     p.add_argument("--resolution", type=float, default=4.0, help="latent lattice: standard deviations / width")
     p.add_argument("--batch", type=int, default=64, help="examples coded side by side")
-    p.add_argument("--draws", type=int, default=4, help="Monte Carlo draws for the bound beside the rate")
+    p.add_argument("--draws", type=int, default=4, help="time strata per example for the bound beside the rate (T: every step once)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser("decompress", help="restore every item of a .dbits file, bit-exact")
     p.add_argument("file", type=Path)

@@ -17,10 +17,16 @@ deviations it is coded with) / ``resolution``; both sides derive it from the sch
 Each Gaussian is coded with constriction's ``QuantizedGaussian`` as an offset from the rounded
 mean, so the alphabet stays small. The encoder records its batch sizes, so the decoder calls the
 network on identical tensors.
+
+Initial bits (the first pops have nothing to take back) come from a warm start: the first few
+examples are deflated and their bytes are the bottom of the ANS stack, so the chain's first pops
+read real data (deflate's output looks random) instead of costing extra bits. Only what a pop takes
+beyond those bytes comes from a pseudo-random prefill and is paid as initial bits.
 """
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import constriction
@@ -45,6 +51,7 @@ P_MARGIN = 3.0
 ESCAPE = np.array([1 - 7e-4] + [1e-4] * 7)
 ESCAPE_MODEL = constriction.stream.model.Categorical(ESCAPE, perfect=False)
 PREFILL_SEED = 0x5EED
+TOP_WORD = 0xD1FFB175  # above the warm start: a non-zero top word for the ANS head
 
 
 class CodingError(RuntimeError):
@@ -245,29 +252,42 @@ class BitsBackCoder:
     # -- whole streams -------------------------------------------------------------------------------
 
     def prefill(self, words: int) -> np.ndarray:
-        """The pseudo-random initial words (both sides can regenerate them); the top word is non-zero."""
-        w = np.random.default_rng(PREFILL_SEED).integers(0, 2**32, words, dtype=np.uint32)
-        w[-1] |= 1
-        return w
+        """The pseudo-random initial words (both sides can regenerate them)."""
+        return np.random.default_rng(PREFILL_SEED).integers(0, 2**32, words, dtype=np.uint32)
+
+    def _need(self) -> float:
+        """Bits the first pops of one example take before its pushes give any back, roughly."""
+        s0 = self.chain.sigma[0] / self.chain.delta[0]
+        return math.prod(self.shape) * (math.log2(4.13 * s0) + math.log2(8.26 * self.resolution))
+
+    def _warm_bytes(self, x: np.ndarray) -> tuple[int, bytes]:
+        """The fewest leading examples whose deflated bytes cover ``initial_examples`` examples' first pops."""
+        target, m, blob = self._need() / 8, 0, b""
+        while m < len(x) and len(blob) < target:
+            m += 1
+            blob = _deflate_levels(x[:m], self.levels)
+        return m, blob
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Batches grow from ``initial_examples`` as the stack fills, so the initial bits pay for
-        those examples' first latents only (each batch costs a few bits of ANS overhead per step:
-        more initial examples, fewer batches); their sizes go in the report (``batches``) for the decoder."""
+        """Returns the stream and a report: ``layout`` (what ``decode`` needs: the batch sizes, the
+        warm-start examples and bytes, the prefill and the words trimmed off its bottom),
+        ``initial_words`` (prefill words the stream carries) and ``info_bits`` (ideal bits per
+        chain-coded example). Batches grow from one example as the stack fills (each batch costs a
+        few bits per step: fewer, larger batches are cheaper)."""
         x = np.asarray(x)
         if x.shape[1:] != self.shape:
             raise ValueError(f"expected data of shape (N, {', '.join(map(str, self.shape))}), got {x.shape}")
         if x.size and (x.min() < 0 or x.max() >= self.levels):
             raise ValueError(f"data must be integers in [0, {self.levels - 1}]")
-        n, dims = len(x), math.prod(self.shape)
-        s0 = self.chain.sigma[0] / self.chain.delta[0]
-        need = dims * (math.log2(4.13 * s0) + math.log2(8.26 * self.resolution))  # bits the first pops take, roughly
+        m, blob = self._warm_bytes(x)
+        warm = _bytes_to_words(blob)
+        n, need = len(x) - m, self._need()
         words = int(2 * self.batch * need / 32) + 256  # generous: the words never touched are trimmed off
         for _ in range(16):
-            pre = self.prefill(words)
+            pre = np.concatenate([self.prefill(words), warm, [TOP_WORD]]).astype(np.uint32)
             coder = constriction.stream.stack.AnsCoder(pre.copy(), seal=False)
             ops, info, batches, a, per_example, low = _Ops(coder, 1), np.zeros(n), [], 0, need, coder.num_words()
-            floor = 32 * words - self.initial_examples * need  # initial bits: a few examples' first latents
+            floor = 32 * words - max(0, min(self.initial_examples, n) * need - 32 * len(warm))  # the prefill pays the rest
             with tqdm(total=n * self.T, desc=f"encode (T={self.T})", unit="ex-step", disable=not self.progress, leave=False) as bar:
                 while a < n:
                     fits = int((coder.num_bits() - floor) / (1.25 * per_example))  # what the stack above the floor pays for
@@ -275,9 +295,9 @@ class BitsBackCoder:
                     start = coder.num_bits()
                     ops.n, ops.info, ops.min_words = b - a, np.zeros(b - a), coder.num_words()
                     try:
-                        self._encode_batch(ops, x[a:b], bar)
+                        self._encode_batch(ops, x[m + a:m + b], bar)
                     except OutOfRange as e:
-                        e.rows = (a, b)
+                        e.rows = (m + a, m + b)
                         raise
                     if ops.min_words < 64:  # too close to the bottom for random-looking bits
                         break
@@ -290,22 +310,56 @@ class BitsBackCoder:
             words *= 2  # the prefill ran (nearly) dry: start again with more initial bits
         else:
             raise CodingError("could not find enough initial bits")
-        trim = low - 2  # bottom words never popped: the decoder does not need them
+        trim = min(low - 2, words)  # prefill words never popped: the decoder does not need them
         out = coder.get_compressed()
         assert np.array_equal(out[:trim], pre[:trim])
-        return out[trim:].copy(), {"prefill": words, "trim": trim, "initial_words": words - trim,
-                                   "batches": batches, "info_bits": info}
+        layout = {"batches": batches, "warm": m, "warm_bytes": len(blob), "prefill": words, "trim": trim}
+        return out[trim:].copy(), {"layout": layout, "initial_words": words - trim + 1, "warm_words": len(warm),
+                                   "info_bits": info}
 
-    def decode(self, words: np.ndarray, batches: list[int], prefill: int, trim: int) -> np.ndarray:
+    def decode(self, words: np.ndarray, layout: dict) -> np.ndarray:
+        """The examples ``encode`` coded into ``words`` with this ``layout``."""
         coder = constriction.stream.stack.AnsCoder(np.asarray(words, dtype=np.uint32).copy(), seal=False)
         ops = _Ops(coder, 1)
-        ends = np.cumsum([0, *batches])
+        ends = np.cumsum([0, *layout["batches"]])
         out = np.empty((int(ends[-1]),) + self.shape, dtype=np.int64)
         with tqdm(total=int(ends[-1]) * self.T, desc=f"decode (T={self.T})", unit="ex-step", disable=not self.progress, leave=False) as bar:
             for a, b in reversed(list(zip(ends[:-1], ends[1:]))):
                 ops.n, ops.info = b - a, np.zeros(b - a)
                 out[a:b] = self._decode_batch(ops, b - a, bar)
         rest = coder.get_compressed()
-        if not np.array_equal(rest, self.prefill(prefill)[trim:]):
+        pad = self.prefill(layout["prefill"])[layout["trim"]:]
+        n_warm = -(-layout["warm_bytes"] // 4)
+        if (len(rest) != len(pad) + n_warm + 1 or not np.array_equal(rest[:len(pad)], pad) or rest[-1] != TOP_WORD):
             raise CodingError("the decoded stream does not end in its initial bits (wrong model or corrupted data)")
-        return out
+        blob = rest[len(pad):-1].astype("<u4").tobytes()[:layout["warm_bytes"]]
+        warm = _inflate_levels(blob, layout["warm"], self.shape, self.levels)
+        return np.concatenate([warm, out])
+
+
+def _level_dtype(levels: int) -> str:
+    return "u1" if levels <= 256 else "<u2" if levels <= 65536 else "<u4"
+
+
+def _deflate_levels(x: np.ndarray, levels: int) -> bytes:
+    return zlib.compress(np.ascontiguousarray(x, dtype=_level_dtype(levels)).tobytes(), 9) if len(x) else b""
+
+
+def _inflate_levels(blob: bytes, n: int, shape: tuple, levels: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros((0,) + shape, np.int64)
+    try:
+        raw = zlib.decompress(blob)
+    except zlib.error as e:
+        raise CodingError(f"the warm-start examples do not inflate ({e})") from None
+    dt = np.dtype(_level_dtype(levels))
+    if len(raw) != n * math.prod(shape) * dt.itemsize:
+        raise CodingError("the warm-start examples have the wrong size")
+    x = np.frombuffer(raw, dt).reshape((n,) + shape).astype(np.int64)
+    if x.max(initial=0) >= levels:
+        raise CodingError("a warm-start example lies outside the model's levels")
+    return x
+
+
+def _bytes_to_words(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob + b"\0" * (-len(blob) % 4), "<u4").astype(np.uint32)

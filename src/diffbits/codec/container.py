@@ -4,7 +4,7 @@
     | ANS words (u32, little-endian) | fallback blobs | SHA-256 of everything before (32 bytes)
 
 The header names the model (fingerprint: a hash of its config and weights), the chain settings
-(T, lattice resolution, batch, initial-bit prefill) and, per item, its name, kind, shape, dtype,
+(T, lattice resolution, batch, the stream layout: batch sizes, warm start, prefill) and, per item, its name, kind, shape, dtype,
 number of examples, a SHA-256 of the original array, and whether it fell back to deflate.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 __all__ = ["MAGIC", "VERSION", "ContainerError", "pack", "unpack", "fingerprint", "array_digest"]
 
 MAGIC = b"DBITS\x00"
-VERSION = 1
+VERSION = 2  # 2: the warm start (layout in the header)
 _HEAD = struct.Struct("<HI")
 _DIGEST = 32
 
