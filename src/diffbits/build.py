@@ -4,13 +4,15 @@ from __future__ import annotations
 import math
 
 from .config import ModelConfig
-from .nets import ResidualMLP, ScoreUNet, fourier_periods
+from .nets import ContinuousUNet, ResidualMLP, ScoreUNet, UNet, fourier_periods
 from .corruptions import BlurSchedule, Corruption
 from .schedules import build_schedule
 from .soft import SoftDiffusion
 from .vdm import VDM
 
-__all__ = ["build_model", "default_gamma_0"]
+__all__ = ["build_model", "build_denoiser", "default_gamma_0", "NETS"]
+
+NETS = ("score_unet", "unet", "continuous_unet", "mlp")
 
 
 def default_gamma_0(levels: int) -> float:
@@ -19,27 +21,35 @@ def default_gamma_0(levels: int) -> float:
     return -13.3 + 2 * math.log(256 / levels)
 
 
-def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int) -> VDM:
+def build_denoiser(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int, head_levels: int = 0):
+    """The network ``cfg.net`` for data of ``data_shape`` ((C, H, W) images, (C, L) signals, (D,) vectors)."""
     periods = fourier_periods(levels, cfg.fourier_octaves)
     net = cfg.net
+    if net == "auto":
+        net = "mlp" if len(data_shape) == 1 else "score_unet"
+    if net == "mlp":
+        return ResidualMLP(data_shape, width=cfg.width, depth=cfg.depth, dropout=cfg.dropout, fourier_periods=periods)
+    if net not in NETS:
+        raise ValueError(f"unknown net {cfg.net!r}; use auto, {', '.join(NETS)}")
+    if len(data_shape) not in (2, 3):
+        raise ValueError(f"{net} needs (C, L) or (C, H, W) data, got shape {data_shape}")
+    common = dict(channels=data_shape[0], width=cfg.width, fourier_periods=periods, dims=len(data_shape) - 1,
+                  levels=head_levels)
+    if net == "score_unet":
+        return ScoreUNet(depth=cfg.depth, dropout=cfg.dropout, attention=cfg.attention, **common)
+    size = min(data_shape[1:])
+    if net == "unet":
+        return UNet(channel_mult=cfg.channel_mult, num_res_blocks=cfg.res_blocks, dropout=cfg.dropout,
+                    attention_levels=(1,) if cfg.attention else (), size=size, **common)
+    return ContinuousUNet(channel_mult=cfg.channel_mult, ode_steps=cfg.ode_steps, ode_solver=cfg.ode_solver,
+                          attention=cfg.attention, size=size, **common)
+
+
+def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int) -> VDM:
     if cfg.head not in ("eps", "categorical"):
         raise ValueError(f"unknown head {cfg.head!r}; use eps or categorical")
     head_levels = levels if cfg.head == "categorical" else 0
-    if net == "auto":
-        net = "mlp" if len(data_shape) == 1 else "score_unet"
-    if net == "score_unet":
-        if len(data_shape) not in (2, 3):
-            raise ValueError(f"score_unet needs (C, L) or (C, H, W) data, got shape {data_shape}")
-        denoiser = ScoreUNet(
-            channels=data_shape[0], width=cfg.width, depth=cfg.depth, dropout=cfg.dropout,
-            attention=cfg.attention, fourier_periods=periods, dims=len(data_shape) - 1, levels=head_levels,
-        )
-    elif net == "mlp":
-        denoiser = ResidualMLP(
-            data_shape, width=cfg.width, depth=cfg.depth, dropout=cfg.dropout, fourier_periods=periods
-        )
-    else:
-        raise ValueError(f"unknown net {cfg.net!r}; use auto, score_unet or mlp")
+    denoiser = build_denoiser(cfg, data_shape, levels, head_levels)
     schedule = build_schedule(cfg.schedule, default_gamma_0(levels) if cfg.gamma_0 is None else cfg.gamma_0, cfg.gamma_1)
     if cfg.process == "blur":
         if len(data_shape) not in (2, 3) or head_levels:

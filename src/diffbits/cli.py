@@ -1,4 +1,4 @@
-"""Command-line tool: ``diffbits train | eval | sample | schedule``."""
+"""Command-line tool: ``diffbits train | eval | sample | schedule | compress | decompress | nets``."""
 from __future__ import annotations
 
 import argparse
@@ -232,6 +232,38 @@ def cmd_decompress(a) -> int:
     return 0
 
 
+def _add_nets(sub):
+    p = sub.add_parser("nets", help="parameters and FLOPs per forward pass of each denoiser")
+    p.add_argument("--size", type=int, default=32, help="image side (square images)")
+    p.add_argument("--channels", type=int, default=3, help="image channels")
+    p.add_argument("--width", type=int, help="base width shared by the networks (default: the config's)")
+    p.add_argument("--levels", type=int, default=256, help="data levels (for the Fourier features)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_nets(a) -> int:
+    from .build import build_denoiser
+    from .config import ModelConfig
+    from .nets import cost
+
+    if a.size < 1 or a.channels < 1:
+        raise ValueError("--size and --channels must be positive")
+    base = ModelConfig() if a.width is None else ModelConfig(width=a.width)
+    shape = (a.channels, a.size, a.size)
+    out = {name: cost(build_denoiser(ModelConfig(**{**vars(base), "net": net}), shape, a.levels), shape)
+           for name, net in (("ScoreUNet", "score_unet"), ("UNet", "unet"), ("ContinuousUNet", "continuous_unet"))}
+    if a.json:
+        print(json.dumps(out))
+        return 0
+    ref = out["UNet"]
+    print(f"{a.channels}x{a.size}x{a.size}, base width {base.width}")
+    print(f"{'network':<16}{'params':>12}{'GFLOPs':>10}{'params/UNet':>13}{'FLOPs/UNet':>12}")
+    for name, c in out.items():
+        print(f"{name:<16}{c['params']:>12,}{c['flops'] / 1e9:>10.3f}{c['params'] / ref['params']:>13.3f}"
+              f"{c['flops'] / ref['flops']:>12.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffbits", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -240,13 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     _add_sample(sub)
     _add_schedule(sub)
     _add_codec(sub)
+    _add_nets(sub)
     a = parser.parse_args(argv)
     from .data import DataError
     from .train import RunExists, TrainingDiverged
 
     try:
         return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "schedule": cmd_schedule,
-                "compress": cmd_compress, "decompress": cmd_decompress}[a.cmd](a)
+                "compress": cmd_compress, "decompress": cmd_decompress, "nets": cmd_nets}[a.cmd](a)
     except (DataError, RunExists, TrainingDiverged, FileNotFoundError, ValueError, TypeError) as e:
         print(f"diffbits {a.cmd}: error: {e}", file=sys.stderr)
         return 2

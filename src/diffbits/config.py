@@ -18,9 +18,13 @@ __all__ = ["ModelConfig", "TrainConfig", "RunConfig", "apply_overrides"]
 
 @dataclass
 class ModelConfig:
-    net: str = "auto"  # auto (score_unet for images, mlp for vectors) | score_unet | mlp
-    width: int = 64
-    depth: int = 4
+    net: str = "auto"  # auto (score_unet for images, mlp for vectors) | score_unet | unet | continuous_unet | mlp
+    width: int = 64  # base width: every network's first level
+    depth: int = 4  # score_unet and mlp: residual blocks
+    channel_mult: list[int] | None = None  # unet, continuous_unet: width multiple per level (None: by image size)
+    res_blocks: int = 2  # unet: residual blocks per level (DDPM: 2)
+    ode_steps: int = 1  # continuous_unet: solver steps per ODE block
+    ode_solver: str = "rk4"  # continuous_unet: rk4 | euler
     dropout: float = 0.0
     attention: bool = True
     fourier_octaves: list[int] = field(default_factory=lambda: [0, 1])  # periods 2/K / 2^k

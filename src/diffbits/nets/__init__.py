@@ -2,5 +2,8 @@
 from .embedding import FourierFeatures, GammaEmbedding, fourier_periods
 from .mlp import ResidualMLP
 from .score_unet import ScoreUNet
+from .unet import UNet
+from .continuous_unet import ContinuousUNet
+from .cost import cost
 
-__all__ = ["ScoreUNet", "ResidualMLP", "FourierFeatures", "GammaEmbedding", "fourier_periods"]
+__all__ = ["ScoreUNet", "UNet", "ContinuousUNet", "ResidualMLP", "cost", "FourierFeatures", "GammaEmbedding", "fourier_periods"]
