@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -250,7 +251,7 @@ def cmd_nets(a) -> int:
         raise ValueError("--size and --channels must be positive")
     base = ModelConfig() if a.width is None else ModelConfig(width=a.width)
     shape = (a.channels, a.size, a.size)
-    out = {name: cost(build_denoiser(ModelConfig(**{**vars(base), "net": net}), shape, a.levels), shape)
+    out = {name: cost(build_denoiser(dataclasses.replace(base, net=net), shape, a.levels), shape)
            for name, net in (("ScoreUNet", "score_unet"), ("UNet", "unet"), ("ContinuousUNet", "continuous_unet"))}
     if a.json:
         print(json.dumps(out))

@@ -187,9 +187,7 @@ class _Ops:
 class BitsBackCoder:
     """Codes batches of integer data ``x`` (N, *data_shape) with a ``VDM``'s T-step chain.
 
-    ``encode(x) -> (words, report)`` and ``decode(words, batches, prefill, trim) -> x``. ``report`` has the initial
-    words the stream carries, the ideal bits per example, the batch sizes and the words trimmed
-    off the prefill; ``decode`` needs ``batches``, ``prefill`` and ``trim``."""
+    ``encode(x) -> (words, report)`` and ``decode(words, report["layout"]) -> x``."""
 
     def __init__(self, model, T: int = 100, resolution: float = 4.0, batch: int = 64, initial_examples: int = 2,
                  progress: bool = False):
@@ -260,9 +258,9 @@ class BitsBackCoder:
         s0 = self.chain.sigma[0] / self.chain.delta[0]
         return math.prod(self.shape) * (math.log2(4.13 * s0) + math.log2(8.26 * self.resolution))
 
-    def _warm_bytes(self, x: np.ndarray) -> tuple[int, bytes]:
-        """The fewest leading examples whose deflated bytes cover ``initial_examples`` examples' first pops."""
-        target, m, blob = self._need() / 8, 0, b""
+    def _warm_bytes(self, x: np.ndarray, need: float) -> tuple[int, bytes]:
+        """The fewest leading examples whose deflated bytes cover one example's first pops (``need`` bits)."""
+        target, m, blob = need / 8, 0, b""
         while m < len(x) and len(blob) < target:
             m += 1
             blob = _deflate_levels(x[:m], self.levels)
@@ -279,9 +277,10 @@ class BitsBackCoder:
             raise ValueError(f"expected data of shape (N, {', '.join(map(str, self.shape))}), got {x.shape}")
         if x.size and (x.min() < 0 or x.max() >= self.levels):
             raise ValueError(f"data must be integers in [0, {self.levels - 1}]")
-        m, blob = self._warm_bytes(x)
+        need = self._need()
+        m, blob = self._warm_bytes(x, need)
         warm = _bytes_to_words(blob)
-        n, need = len(x) - m, self._need()
+        n = len(x) - m
         words = int(2 * self.batch * need / 32) + 256  # generous: the words never touched are trimmed off
         for _ in range(16):
             pre = np.concatenate([self.prefill(words), warm, [TOP_WORD]]).astype(np.uint32)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from .blocks import AttnBlock, conv, group_norm
 from .embedding import GAMMA_RANGE, FourierFeatures, GammaEmbedding
-from .heads import categorical_eps
+from .heads import eps_output
 from .ode import ODEBlock
 from .resample import Downsample, default_channel_mult
 
@@ -74,7 +74,4 @@ class ContinuousUNet(nn.Module):
             skip = skips.pop()
             h = F.interpolate(h, size=skip.shape[2:], mode="nearest")
             h = self.up[level](self.merge[level](torch.cat([h, skip], dim=1)), emb)
-        out = self.conv_out(F.silu(self.norm_out(h)))
-        if self.levels:
-            return categorical_eps(z_t, gamma_t.expand(z_t.shape[0]), out, self.levels)
-        return out + z_t
+        return eps_output(self.conv_out(F.silu(self.norm_out(h))), z_t, gamma_t, self.levels)

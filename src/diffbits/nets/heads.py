@@ -26,3 +26,11 @@ def categorical_eps(z_t: Tensor, gamma_t: Tensor, logits: Tensor, levels: int) -
     log_lik = -((z_t.unsqueeze(-1) - alpha.unsqueeze(-1) * f_k) ** 2) / (2 * sigma.unsqueeze(-1) ** 2)
     mean_f = (torch.softmax(logits + log_lik, dim=-1) * f_k).sum(-1)
     return (z_t - alpha * mean_f) / sigma
+
+
+def eps_output(out: Tensor, z_t: Tensor, gamma_t: Tensor, levels: int) -> Tensor:
+    """A network's last layer as ``eps_hat``: ``out + z_t`` (VDM's base measure), or with
+    ``levels`` = K > 0 the categorical head (``out`` holds K logits per coordinate)."""
+    if levels:
+        return categorical_eps(z_t, gamma_t.expand(z_t.shape[0]), out, levels)
+    return out + z_t

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from .blocks import AttnBlock, ResnetBlock, conv, group_norm
 from .embedding import GAMMA_RANGE, FourierFeatures, GammaEmbedding
-from .heads import categorical_eps
+from .heads import eps_output
 
 
 class ScoreUNet(nn.Module):
@@ -59,7 +59,4 @@ class ScoreUNet(nn.Module):
         h = self.mid2(h, emb)
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        out = self.conv_out(F.silu(self.norm_out(h)))
-        if self.levels:
-            return categorical_eps(z_t, gamma_t.expand(z_t.shape[0]), out, self.levels)
-        return out + z_t
+        return eps_output(self.conv_out(F.silu(self.norm_out(h))), z_t, gamma_t, self.levels)

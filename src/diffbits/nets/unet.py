@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from .blocks import AttnBlock, ResnetBlock, conv, group_norm
 from .embedding import GAMMA_RANGE, FourierFeatures, GammaEmbedding
-from .heads import categorical_eps
+from .heads import eps_output
 from .resample import Downsample, Upsample, default_channel_mult
 
 
@@ -81,7 +81,4 @@ class UNet(nn.Module):
                 h = layer(h, skips[-1].shape[2:])
             else:
                 h = layer[1](layer[0](torch.cat([h, skips.pop()], dim=1), emb))
-        out = self.conv_out(F.silu(self.norm_out(h)))
-        if self.levels:
-            return categorical_eps(z_t, gamma_t.expand(z_t.shape[0]), out, self.levels)
-        return out + z_t
+        return eps_output(self.conv_out(F.silu(self.norm_out(h))), z_t, gamma_t, self.levels)
