@@ -91,7 +91,10 @@ def cmd_train(a) -> int:
     if a.steps is not None:
         cfg.train.steps = a.steps
     summary = train(cfg, a.out, resume=a.resume, fresh=a.fresh, progress=not a.quiet)
-    print(f"trained to step {summary['step']} ({summary['elapsed_s'] / 60:.1f} min of training)")
+    if "samples" not in summary:  # not the main process of a torchrun job
+        return 0
+    procs = f" on {summary['processes']} processes" if summary["processes"] > 1 else ""
+    print(f"trained to step {summary['step']} ({summary['elapsed_s'] / 60:.1f} min of training{procs})")
     print(f"samples: {summary['samples']}")
     print(f"run: {summary['run_dir']}")
     return 0

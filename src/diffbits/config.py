@@ -43,7 +43,8 @@ class ModelConfig:
 class TrainConfig:
     steps: int = 0  # total optimiser steps (0: until --minutes runs out)
     minutes: float = 0.0  # wall-clock budget of this invocation (0: no limit)
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch, over all processes and micro-batches
+    micro_batch: int = 0  # examples per process per forward pass (0: batch_size / processes); the rest is accumulated
     lr: float = 2e-3
     warmup: int = 200
     grid_every: int = 0  # > 0: refit a score-optimal sampling grid every N steps (SPEC 2, online)
@@ -60,7 +61,11 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_minutes: float = 1.0
     sample_steps: int = 250
-    device: str = "auto"  # auto | cpu | cuda
+    checkpoint_every: int = 0  # > 0: also checkpoint every N steps
+    device: str = "auto"  # auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16: the network only, never the bound
+    compile: bool = False  # torch.compile the network (pays a compile on start)
+    channels_last: bool = False  # NHWC memory layout for image networks
 
 
 @dataclass

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from . import bound as B
 from .corruptions import Corruption
+from .precision import NetCall
 from .samplers import randn_like
 from .schedules import alpha_sigma
 
@@ -41,6 +42,7 @@ class SoftDiffusion(nn.Module):
             raise ValueError(f"unknown loss {loss!r}; use elbo or ssm")
         self.denoiser, self.corruption, self.levels, self.loss = net, corruption, int(levels), loss
         self.data_shape = corruption.data_shape
+        self.net_call = NetCall()  # the network's precision and layout
 
     @property
     def schedule(self):
@@ -54,7 +56,7 @@ class SoftDiffusion(nn.Module):
         gamma = self.schedule(t)
         view = (-1,) + (1,) * (x_t.dim() - 1)
         alpha, sigma = (v.view(view) for v in alpha_sigma(gamma))
-        return alpha * x_t - sigma * self.denoiser(x_t, gamma)
+        return alpha * x_t - sigma * self.net_call(self.denoiser, x_t, gamma)
 
     def bound(self, x: Tensor, T: int | None = None, cond=None, t: Tensor | None = None, eps: Tensor | None = None,
               eps_0: Tensor | None = None, generator: torch.Generator | None = None) -> B.BoundTerms:
@@ -86,22 +88,24 @@ class SoftDiffusion(nn.Module):
         diffusion = 0.5 * B.sum_dims(dgamma_k * torch.exp(-gamma_k) * err**2)
         return B.BoundTerms(prior=prior, recon=recon, diffusion=diffusion, dims=self.dims)
 
-    def ssm_loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def ssm_loss(self, x: Tensor, generator: torch.Generator | None = None, t: Tensor | None = None,
+                 eps: Tensor | None = None) -> Tensor:
         """Soft Score Matching, per example: ``w(t) ||C_t (x0_hat - x_0)||^2``, ``w = gamma'/(2 sigma^2)``."""
         c = self.corruption
         f = B.data_to_signal(x, self.levels, self.schedule.gamma_0.dtype)
-        t = B.antithetic_times(len(x), generator=generator, device=x.device)
-        x_t = c(f, t, randn_like(f, generator))
+        t = B.antithetic_times(len(x), generator=generator, device=x.device) if t is None else t
+        x_t = c(f, t, randn_like(f, generator) if eps is None else eps)
         gamma, dgamma = self.schedule.gamma_and_derivative(t)
         w = dgamma / (2 * torch.sigmoid(gamma))
         return w * B.sum_dims(c.apply_C(self.x0_hat(x_t, t) - f, t) ** 2)
 
-    def loss_terms(self, x: Tensor, T: int | None = None) -> B.BoundTerms:
+    def loss_terms(self, x: Tensor, T: int | None = None, t: Tensor | None = None, eps: Tensor | None = None,
+                   eps_0: Tensor | None = None) -> B.BoundTerms:
         """What training minimises: the bound, or with ``loss="ssm"`` its diffusion term swapped
-        for Soft Score Matching."""
-        terms = self.bound(x, T=T)
+        for Soft Score Matching (on the same ``t`` and ``eps``)."""
+        terms = self.bound(x, T=T, t=t, eps=eps, eps_0=eps_0)
         if self.loss == "ssm":
-            terms.diffusion = self.ssm_loss(x)
+            terms.diffusion = self.ssm_loss(x, t=t, eps=eps)
         return terms
 
     def forward(self, x: Tensor) -> Tensor:

@@ -7,23 +7,30 @@ steps an uninterrupted one would have taken.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from .bound import data_to_signal
+from . import bound as B
+from . import distributed
 from .build import build_model
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import Dataset, load_dataset
+from .distributed import World, all_sum, from_main, micro_slices
 from .plots import plot_metrics, save_grid
+from .precision import NetCall, resolve_precision
 from .score_optimal import blend, score_optimal
 from .step_schedules import Grid, gamma_of
 from .vdm import VDM
@@ -70,14 +77,32 @@ def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**63 - 1)
 
 
-def batch_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
-    """Examples of a step: a fresh permutation per epoch, derived from (seed, epoch)."""
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_step_seed(seed, -1 - epoch)))
+
+
+def batch_indices(n: int, batch: int, seed: int, step: int) -> Tensor:
+    """Examples of a step's global batch: a fresh permutation per epoch, from (seed, epoch)."""
     per_epoch = max(1, n // batch)
     epoch, pos = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_step_seed(seed, -1 - epoch)))
+    perm = _epoch_permutation(n, seed, epoch)
     if n < batch:  # tiny datasets: repeat the permutation
         perm = perm.repeat(math.ceil(batch / n))
     return perm[pos * batch:(pos + 1) * batch]
+
+
+class _Loss(nn.Module):
+    """The training loss as a module's forward, the form DistributedDataParallel wraps:
+    per-example (prior, recon, diffusion) in nats for given times and noise."""
+
+    def __init__(self, model: nn.Module, T: int | None):
+        super().__init__()
+        self.model, self.T = model, T
+
+    def forward(self, x: Tensor, t: Tensor, eps: Tensor, eps_0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        terms = self.model.loss_terms(x, T=self.T, t=t, eps=eps, eps_0=eps_0)
+        return terms.prior, terms.recon, terms.diffusion
 
 
 @dataclass
@@ -89,21 +114,36 @@ class Trainer:
     ema: AveragedModel
     opt: torch.optim.Optimizer
     device: torch.device
+    world: World = World()
+    loss_fn: nn.Module | None = None  # _Loss, inside DistributedDataParallel when there are several processes
     step: int = 0
     elapsed: float = 0.0  # seconds of training across all invocations
-    grid_t: torch.Tensor | None = None  # online score-optimal sampling grid (times, noisiest first)
+    grid_t: Tensor | None = None  # online score-optimal sampling grid (times, noisiest first)
 
     @classmethod
-    def create(cls, cfg: RunConfig, run_dir: Path, data: Dataset | None = None) -> "Trainer":
+    def create(cls, cfg: RunConfig, run_dir: Path, data: Dataset | None = None, world: World | None = None,
+               device: torch.device | None = None) -> "Trainer":
         data = data or load_dataset(cfg.data, "train", cfg.levels or None)
         cfg.levels, cfg.shape = data.levels, list(data.shape)
-        device = pick_device(cfg.train.device)
-        torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg.model, data.shape, data.levels).to(device)
-        ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.train.ema_decay), use_buffers=True)
         t = cfg.train
+        world = world or World()
+        device = device or pick_device(t.device)
+        micro_slices(t.batch_size, t.micro_batch, world)  # fail early on a batch that does not split
+        torch.manual_seed(t.seed)
+        model = build_model(cfg.model, data.shape, data.levels).to(device)
+        images = len(data.shape) == 3
+        if t.channels_last and images:
+            model.denoiser.to(memory_format=torch.channels_last)
+        model.net_call = NetCall(resolve_precision(t.precision, device), t.channels_last and images)
+        ema = AveragedModel(model, multi_avg_fn=ema_update(t.ema_decay), use_buffers=True)
+        if t.compile:
+            model.denoiser.compile()  # in place: parameter names and checkpoints unchanged
         opt = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
-        return cls(cfg, Path(run_dir), data, model, ema, opt, device)
+        loss_fn = _Loss(model, t.T or None)
+        if world.distributed:
+            loss_fn = DistributedDataParallel(loss_fn, device_ids=[device] if device.type == "cuda" else None,
+                                              gradient_as_bucket_view=True)
+        return cls(cfg, Path(run_dir), data, model, ema, opt, device, world, loss_fn)
 
     # -- state ---------------------------------------------------------------------------
     def state(self) -> dict:
@@ -139,44 +179,59 @@ class Trainer:
             raise ValueError(f"train.lr_decay must be none or cosine, got {t.lr_decay!r}")
         return lr
 
-    def train_step(self, progress: float = 0.0) -> dict:
+    def step_noise(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Times (antithetic over the global batch), diffusion noise and z_0 noise of the
+        whole global batch of this step; every process draws the same and takes its slices."""
         t = self.cfg.train
-        torch.manual_seed(_step_seed(t.seed, self.step))  # noise, times and dropout of this step
+        gen = torch.Generator(self.device).manual_seed(_step_seed(t.seed, self.step))
+        shape = (t.batch_size, *self.data.shape)
+        times = B.antithetic_times(t.batch_size, generator=gen, device=self.device)
+        eps = torch.randn(shape, generator=gen, device=self.device)
+        eps_0 = torch.randn(shape, generator=gen, device=self.device)
+        return times, eps, eps_0
+
+    def train_step(self, progress: float = 0.0) -> Tensor:
+        """One optimiser step on the global batch. Returns this process's sums over its
+        examples of (bpd, bpd^2, prior, recon, diffusion bpd), on the device, unsynchronised."""
+        t = self.cfg.train
+        torch.manual_seed(_step_seed(t.seed, self.step) + self.world.rank)  # dropout of this process
         idx = batch_indices(len(self.data), t.batch_size, t.seed, self.step)
-        x = self.data.x[idx].to(self.device, non_blocking=True)
+        times, eps, eps_0 = self.step_noise()
+        parts = micro_slices(t.batch_size, t.micro_batch, self.world)
         self.model.train()
         tic = time.perf_counter()
-        terms = self.model.loss_terms(x, T=t.T or None)
-        loss = terms.bpd.mean()
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"non-finite loss ({loss.item()}) at step {self.step}; the last good checkpoint "
-                f"({self.run_dir / CHECKPOINT}) is kept. Try a lower train.lr or train.grad_clip."
-            )
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step, progress)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        sums = torch.zeros(5, device=self.device)
+        for i, part in enumerate(parts):
+            x = self.data.x[idx[part]].to(self.device, non_blocking=True)
+            last = i == len(parts) - 1
+            with nullcontext() if last or not self.world.distributed else self.loss_fn.no_sync():
+                terms = B.BoundTerms(*self.loss_fn(x, times[part], eps[part], eps_0[part]), dims=self.model.dims)
+                bpd = terms.bpd
+                (bpd.mean() / len(parts)).backward()  # DDP averages over processes: the global mean
+            with torch.no_grad():
+                sums += torch.stack([bpd.sum(), (bpd**2).sum(), *(v.sum() for v in terms.bpd_terms().values())])
         if t.grad_clip > 0:  # the denoiser only: the schedule interior's variance gradient is large by design
             torch.nn.utils.clip_grad_norm_(self.model.denoiser.parameters(), t.grad_clip)
         self.opt.step()
-        self.ema.update_parameters(self.model)
+        if self.world.is_main:  # only the main process saves, so only it keeps the average
+            self.ema.update_parameters(self.model)
         self.step += 1
-        if t.grid_every and self.step % t.grid_every == 0:
-            self.update_grid(x)
+        if t.grid_every and self.step % t.grid_every == 0 and self.world.is_main:
+            self.update_grid(self.data.x[idx[:256]].to(self.device))
         self.elapsed += time.perf_counter() - tic
-        bpd = {k: v.mean().item() for k, v in terms.bpd_terms().items()}
-        return {"bpd": loss.item(), **{f"{k}_bpd": v for k, v in bpd.items()},
-                "bpd_std": terms.bpd.std().item()}
+        return sums.detach()
 
-    def update_grid(self, x: torch.Tensor) -> None:
+    def update_grid(self, x: Tensor) -> None:
         """Blend the sampling grid toward the EMA model's score-optimal one (SPEC 2, online);
         the first estimate is taken as is. Saved with the checkpoint and as grid.json."""
         t = self.cfg.train
         model = self.ema.module
         was_training = model.training
         model.eval()
-        f = data_to_signal(x, self.data.levels, torch.float32)
+        f = B.data_to_signal(x, self.data.levels, torch.float32)
         target = score_optimal(model, f, t.grid_steps, probe=50, variant=t.grid_variant, check=False).t
         self.grid_t = target if self.grid_t is None else blend(self.grid_t, target, t.grid_blend)
         model.train(was_training)
@@ -184,43 +239,76 @@ class Trainer:
         grid.info.update(step=self.step, blend=t.grid_blend)
         grid.save(self.run_dir / "grid.json")
 
+    def _row(self, sums: Tensor) -> dict:
+        """Metrics of one step over the global batch (summed across processes)."""
+        n = self.cfg.train.batch_size
+        s = all_sum(sums.clone(), self.world).tolist()
+        mean = s[0] / n
+        row = {"bpd": mean, "prior_bpd": s[2] / n, "recon_bpd": s[3] / n, "diffusion_bpd": s[4] / n,
+               "bpd_std": math.sqrt(max(0.0, s[1] - n * mean**2) / max(1, n - 1))}
+        if not math.isfinite(mean):
+            raise TrainingDiverged(
+                f"non-finite loss ({mean}) at step {self.step}; the last good checkpoint "
+                f"({self.run_dir / CHECKPOINT}) is kept. Try a lower train.lr or train.grad_clip.")
+        return row
+
     # -- the loop ------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> dict:
-        t = self.cfg.train
+        """Train until the step or wall-clock budget. Every process runs this; the main one
+        logs, draws the progress bar and saves. Checkpoints are taken only after a logged
+        (hence checked finite) step or an in-between step whose loss is checked first."""
+        t, main = self.cfg.train, self.world.is_main
         if not t.steps and not t.minutes:
             raise ValueError("give a budget: --steps N (total) or --minutes M")
         metrics_path = self.run_dir / METRICS
-        _truncate_metrics(metrics_path, self.step)
+        if main:
+            _truncate_metrics(metrics_path, self.step)
         start, last_ckpt = time.time(), time.time()
         budget = t.minutes * 60 if t.minutes else math.inf
-        total = t.steps or None
-        bar = tqdm(total=total, initial=self.step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=t.steps or None, initial=self.step, disable=not (progress and main), desc="train",
+                   unit="step", dynamic_ncols=True)
         window_t, window_n = time.time(), 0
+        log = metrics_path.open("a") if main else None
         try:
-            with metrics_path.open("a") as log:
-                while (not t.steps or self.step < t.steps) and time.time() - start < budget:
-                    progress = max(self.step / t.steps if t.steps else 0.0, (time.time() - start) / budget)
-                    row = self.train_step(progress)
-                    window_n += t.batch_size
-                    if self.step % t.log_every == 0 or self.step == t.steps:
-                        now = time.time()
-                        row.update(step=self.step, time=round(self.elapsed, 2),
-                                   lr=self.opt.param_groups[0]["lr"], examples_per_s=window_n / (now - window_t),
-                                   gamma_0=self.model.schedule.gamma_0.item(), gamma_1=self.model.schedule.gamma_1.item())
+            while True:
+                done = bool(t.steps and self.step >= t.steps) or time.time() - start >= budget
+                frac = max(self.step / t.steps if t.steps else 0.0, (time.time() - start) / budget)
+                if t.minutes and self.world.distributed:  # wall clock differs: the main process decides
+                    done, frac = from_main([float(done), frac], self.world, self.device)
+                if done:
+                    break
+                sums = self.train_step(frac)
+                window_n += t.batch_size
+                logged = self.step % t.log_every == 0 or self.step == t.steps
+                if logged:
+                    row = self._row(sums)
+                    now = time.time()
+                    row.update(step=self.step, time=round(self.elapsed, 2), lr=self.opt.param_groups[0]["lr"],
+                               examples_per_s=window_n / (now - window_t),
+                               gamma_0=self.model.schedule.gamma_0.item(), gamma_1=self.model.schedule.gamma_1.item())
+                    if main:
                         log.write(json.dumps(row) + "\n")
                         log.flush()
                         bar.set_postfix(bpd=f"{row['bpd']:.3f}", ex_s=f"{row['examples_per_s']:.0f}")
-                        window_t, window_n = now, 0
-                    bar.update(1)
-                    if time.time() - last_ckpt > t.checkpoint_minutes * 60:
-                        self.save()
-                        last_ckpt = time.time()
+                    window_t, window_n = now, 0
+                bar.update(1)
+                due = (t.checkpoint_every and self.step % t.checkpoint_every == 0) or \
+                    time.time() - last_ckpt > t.checkpoint_minutes * 60
+                if main and due:
+                    if not logged and not torch.isfinite(sums[0]):
+                        self._row(sums)  # raises: never checkpoint a diverged model
+                    self.save()
+                    last_ckpt = time.time()
         except KeyboardInterrupt:
-            self.save()
-            bar.close()
+            if main:
+                self.save()
             raise
-        bar.close()
-        self.save()
+        finally:
+            bar.close()
+            if log:
+                log.close()
+        if main:
+            self.save()
         return {"step": self.step, "elapsed_s": self.elapsed}
 
     def finish(self, n_samples: int = 64, progress: bool = True) -> dict:
@@ -236,10 +324,18 @@ class Trainer:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop logged rows after the checkpoint's step, so a resumed run continues one stream."""
+    """Drop logged rows after the checkpoint's step (and a row cut short by a kill), so a
+    resumed run continues one stream."""
     if not path.exists():
         return
-    rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row["step"] <= step:
+            rows.append(line)
     path.write_text("".join(r + "\n" for r in rows))
 
 
@@ -257,25 +353,43 @@ def load_run(run_dir: Path, device: str = "auto") -> tuple[RunConfig, VDM]:
     return cfg, model.eval()
 
 
+# How an invocation runs, not what it trains: a resumed run takes these from the command line.
+PER_INVOCATION = ("steps", "minutes", "micro_batch", "device", "compile", "channels_last",
+                  "checkpoint_every", "checkpoint_minutes")
+
+
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False, fresh: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) a run; returns a summary with the paths it wrote."""
+    """Train (or resume) a run; returns a summary with the paths it wrote. Under torchrun
+    every process calls this; the main one writes the run directory and returns the paths."""
     run_dir = Path(run_dir)
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if resume:
-        if not (run_dir / CHECKPOINT).exists():
-            raise FileNotFoundError(f"{run_dir}: nothing to resume (no {CHECKPOINT})")
-        saved = RunConfig.load(run_dir / "config.json")
-        saved.train.steps, saved.train.minutes = cfg.train.steps, cfg.train.minutes
-        cfg = saved
-    elif (run_dir / "config.json").exists():
-        raise RunExists(f"{run_dir} already holds a run; use --resume to continue it or --fresh to replace it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer.create(cfg, run_dir)
-    cfg.save(run_dir / "config.json")
-    if resume:
-        trainer.load()
-    summary = trainer.fit(progress=progress)
-    summary.update(trainer.finish(progress=progress))
-    summary["run_dir"] = str(run_dir)
-    return summary
+    owned = not torch.distributed.is_initialized()
+    world, device = distributed.init(cfg.train.device)
+    try:
+        if resume:
+            if not (run_dir / CHECKPOINT).exists():
+                raise FileNotFoundError(f"{run_dir}: nothing to resume (no {CHECKPOINT})")
+            saved = RunConfig.load(run_dir / "config.json")
+            for name in PER_INVOCATION:
+                setattr(saved.train, name, getattr(cfg.train, name))
+            cfg = saved
+        elif (run_dir / "config.json").exists() and not fresh:
+            raise RunExists(f"{run_dir} already holds a run; use --resume to continue it or --fresh to replace it")
+        distributed.barrier(world)  # every process has looked before the main one writes
+        trainer = Trainer.create(cfg, run_dir, world=world, device=device)
+        if world.is_main:
+            if fresh and run_dir.exists() and not resume:
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(run_dir / "config.json")
+        distributed.barrier(world)
+        if resume:
+            trainer.load()
+        summary = trainer.fit(progress=progress)
+        if world.is_main:
+            summary.update(trainer.finish(progress=progress))
+        summary.update(run_dir=str(run_dir), processes=world.size)
+        distributed.barrier(world)  # leave together: the main process may still be sampling
+        return summary
+    finally:
+        if owned:
+            distributed.shutdown()

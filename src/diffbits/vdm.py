@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from . import bound as B
+from .precision import NetCall
 from .samplers import randn_like
 from .schedules import Schedule, alpha_sigma
 
@@ -44,6 +45,7 @@ class VDM(nn.Module):
         self.data_shape = tuple(int(d) for d in data_shape)
         self.recon_method = recon
         self.variance_min = variance_min
+        self.net_call = NetCall()  # the network's precision and layout (train.precision, ...)
 
     @property
     def dims(self) -> int:
@@ -51,8 +53,8 @@ class VDM(nn.Module):
 
     def eps_hat(self, z_t: Tensor, gamma_t: Tensor, cond=None) -> Tensor:
         if cond is None:
-            return self.denoiser(z_t, gamma_t)
-        return self.denoiser(z_t, gamma_t, cond=cond)
+            return self.net_call(self.denoiser, z_t, gamma_t)
+        return self.net_call(self.denoiser, z_t, gamma_t, cond=cond)
 
     def _check(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.data_shape:
@@ -111,9 +113,10 @@ class VDM(nn.Module):
             grad_scale.copy_(2 * diffusion.detach())  # grad_eta E[L^2] = E[2 L grad_eta L]
         return B.BoundTerms(prior=prior, recon=recon, diffusion=diffusion, dims=self.dims)
 
-    def loss_terms(self, x: Tensor, T: int | None = None) -> B.BoundTerms:
-        """What training minimises: the bound."""
-        return self.bound(x, T=T)
+    def loss_terms(self, x: Tensor, T: int | None = None, t: Tensor | None = None, eps: Tensor | None = None,
+                   eps_0: Tensor | None = None) -> B.BoundTerms:
+        """What training minimises: the bound (``t``, ``eps``, ``eps_0`` as in ``bound``)."""
+        return self.bound(x, T=T, t=t, eps=eps, eps_0=eps_0)
 
     def forward(self, x: Tensor, T: int | None = None, cond=None) -> Tensor:
         """Mean negative ELBO in bits/dim: the training loss."""

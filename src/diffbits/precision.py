@@ -1,0 +1,43 @@
+"""How the denoiser is run: its precision and memory layout, nothing else.
+
+``NetCall`` sits between a diffusion model and its network. With ``dtype=torch.bfloat16``
+the network alone runs under autocast and its output comes back as float32; the schedule,
+the bound's terms and the reconstruction stay in float32 because they are computed outside
+it. With ``channels_last`` image inputs are handed over in NHWC order (the network's
+weights must have been converted with ``to(memory_format=torch.channels_last)``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["NetCall", "PRECISIONS", "resolve_precision"]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+@dataclass
+class NetCall:
+    dtype: torch.dtype | None = None  # autocast dtype of the network; None: float32
+    channels_last: bool = False
+
+    def __call__(self, net, z: Tensor, *args, **kwargs) -> Tensor:
+        if self.channels_last and z.dim() == 4:
+            z = z.contiguous(memory_format=torch.channels_last)
+        if self.dtype is None:
+            return net(z, *args, **kwargs)
+        with torch.autocast(z.device.type, dtype=self.dtype):
+            out = net(z, *args, **kwargs)
+        return out.float()
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """``auto`` is bf16 on a GPU that supports it and float32 elsewhere (CPU bf16 is slower
+    than float32 on most CPUs; ``benchmarks/throughput.py`` measures it)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if name not in PRECISIONS:
+        raise ValueError(f"train.precision must be auto, fp32 or bf16, got {name!r}")
+    return PRECISIONS[name]

@@ -1,0 +1,111 @@
+"""Several processes (torchrun, gloo on CPU) train exactly what one process trains."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffbits.checkpoint import CHECKPOINT, load_checkpoint
+from diffbits.config import RunConfig, apply_overrides
+from diffbits.distributed import World, micro_slices
+from diffbits.train import Trainer
+
+# learned_linear: every parameter gets an O(1) gradient, so Adam does not magnify float noise
+# (on a parameter whose gradient is ~1e-12, Adam's step is +-lr whatever its sign).
+SMALL = ["model.width=16", "model.depth=1", "model.schedule=learned_linear", "train.batch_size=16",
+         "train.log_every=1", "train.sample_steps=4", "train.warmup=1", "train.lr=1e-3"]
+
+
+def cli(out: Path, steps: int, *extra: str, processes: int = 1, resume: bool = False) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+                "--master_port", str(random.randint(20000, 60000))] if processes > 1 else [sys.executable]
+    args = ["-m", "diffbits", "train", "--data", "digits", "--steps", str(steps), "--out", str(out), "--quiet"]
+    for s in [*SMALL, *extra]:
+        args += ["--set", s]
+    return launcher + args + (["--resume"] if resume else [])
+
+
+def run(cmd: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def assert_same_params(a: Path, b: Path, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    pa, pb = load_checkpoint(a / CHECKPOINT)["model"], load_checkpoint(b / CHECKPOINT)["model"]
+    for k in pa:
+        torch.testing.assert_close(pa[k], pb[k], rtol=rtol, atol=atol, msg=lambda m: f"{k}: {m}")
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("world_size,micro", [(1, 0), (2, 0), (2, 4), (4, 2)])
+def test_ranks_share_out_the_global_batch_exactly_once(world_size, micro):
+    parts = [micro_slices(16, micro, World(r, world_size)) for r in range(world_size)]
+    taken = sorted(i for rank in parts for s in rank for i in range(16)[s])
+    assert taken == list(range(16))
+    assert len({s.stop - s.start for rank in parts for s in rank}) == 1  # equal micro-batches
+
+
+def test_a_batch_that_does_not_split_is_refused():
+    with pytest.raises(ValueError, match="multiple of processes"):
+        micro_slices(16, 3, World(0, 2))
+
+
+def test_accumulated_micro_batches_equal_one_full_batch(tmp_path):
+    cfgs = [apply_overrides(RunConfig(), [*SMALL, f"train.micro_batch={m}"]) for m in (0, 4)]
+    trainers = [Trainer.create(c, tmp_path / str(i)) for i, c in enumerate(cfgs)]
+    for tr in trainers:
+        for _ in range(3):
+            tr.train_step()
+    for (k, a), b in zip(trainers[0].model.state_dict().items(), trainers[1].model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    run(cli(tmp_path / "one", 5))
+    run(cli(tmp_path / "two", 5, processes=2))
+    assert_same_params(tmp_path / "one", tmp_path / "two")
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["step"] for r in two] == [1, 2, 3, 4, 5]
+    for a, b in zip(one, two):  # the per-example bound, averaged over both processes
+        assert b["bpd"] == pytest.approx(a["bpd"], rel=1e-5)
+        assert b["bpd_std"] == pytest.approx(a["bpd_std"], rel=1e-4)
+
+
+def test_a_killed_run_resumes_on_another_process_count(tmp_path):
+    steps, every = 40, 5
+    extra = ["model.width=32", "model.depth=2", f"train.checkpoint_every={every}"]
+    run(cli(tmp_path / "whole", steps, *extra))
+
+    killed = tmp_path / "killed"
+    kill_after = random.Random(os.getpid()).randint(every + 1, steps - every)
+    proc = subprocess.Popen(cli(killed, steps, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "metrics.jsonl").exists() and len(metrics_lines := (killed / "metrics.jsonl").read_text()
+                                                       .splitlines()) >= kill_after:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    logged = max(json.loads(r)["step"] for r in metrics_lines if r.endswith("}"))
+    saved = load_checkpoint(killed / CHECKPOINT)["step"]
+    assert saved < steps and logged - saved <= every  # lost at most the steps since the checkpoint
+
+    run(cli(killed, steps, *extra, processes=2, resume=True))
+    assert [r["step"] for r in metrics(killed)] == list(range(1, steps + 1))  # one stream, no gap or repeat
+    assert_same_params(tmp_path / "whole", killed)
+    for a, b in zip(metrics(tmp_path / "whole"), metrics(killed)):
+        assert b["bpd"] == pytest.approx(a["bpd"], rel=1e-4)
+
