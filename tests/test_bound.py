@@ -178,3 +178,20 @@ def test_any_callable_is_a_denoiser():
     terms = model.bound(torch.randint(0, 4, (2, 3, 5, 5)))
     for v in (terms.prior, terms.recon, terms.diffusion, terms.bpd):
         assert v.shape == (2,) and torch.isfinite(v).all()
+
+
+@pytest.mark.parametrize("levels", [2, 17, 256])
+@pytest.mark.parametrize("gamma_0", [-13.3, -9.0, -4.0, 1.0])
+def test_softmax_reconstruction_over_nearby_bins_equals_the_full_softmax(levels, gamma_0):
+    gen = torch.Generator().manual_seed(levels)
+    x = torch.randint(0, levels, (64, 50), generator=gen)
+    g0 = torch.tensor(gamma_0, dtype=torch.float64)
+    alpha_0, sigma_0 = torch.sigmoid(-g0).sqrt(), torch.sigmoid(g0).sqrt()
+    f = B.data_to_signal(x, levels, torch.float64)
+    z_0 = alpha_0 * f + sigma_0 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    z_0[0] = alpha_0 * torch.linspace(-1.5, 1.5, 50, dtype=torch.float64)  # outside the data range too
+    z_0[1] = -z_0[1]  # far from its own bin: x outside the window
+    mean = z_0 / alpha_0
+    logits = -0.5 * torch.exp(-g0) * (mean.unsqueeze(-1) - B.bin_centres(levels, dtype=torch.float64)) ** 2
+    full = -(logits.gather(-1, x.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)).sum(1)
+    torch.testing.assert_close(B.recon_nll(x, z_0, g0, levels, "softmax"), full, rtol=1e-12, atol=1e-9)

@@ -30,6 +30,9 @@ __all__ = [
 
 # Above this many levels the K-way softmax is replaced by a discretised Gaussian.
 SOFTMAX_MAX_LEVELS = 1024
+# The softmax sums only over bins within reach of the nearest one: every bin left out has a
+# logit at least this far below the largest, so it changes log p by less than exp(-50).
+RECON_TAIL = 50.0
 
 
 def nats_to_bpd(nats: Tensor, dims: int) -> Tensor:
@@ -74,7 +77,7 @@ def signal_to_data(f: Tensor, levels: int) -> Tensor:
 
 
 def bin_centres(levels: int, device=None, dtype=None) -> Tensor:
-    return data_to_signal(torch.arange(levels, device=device), levels).to(dtype or torch.get_default_dtype())
+    return data_to_signal(torch.arange(levels, device=device), levels, dtype)
 
 
 def antithetic_times(batch: int, generator: torch.Generator | None = None, device=None) -> Tensor:
@@ -110,6 +113,25 @@ def _log_bin_prob_gaussian(x: Tensor, mean: Tensor, scale: Tensor, levels: int) 
     return log_b + torch.log(gap.clamp_min(torch.finfo(gap.dtype).tiny))
 
 
+def _log_softmax_bins(x: Tensor, mean: Tensor, precision: Tensor, levels: int) -> Tensor:
+    """``log softmax_k(-precision/2 (mean - f_k)^2)`` at ``k = x``, summing over the bins
+    within ``reach`` of the nearest one (all K when that is most of them): a bin ``j`` further
+    away has a logit below the nearest one's by ``precision/2 ((j - 1/2) 2/K)^2 > RECON_TAIL``."""
+    width = 2.0 / levels
+    reach = math.ceil(math.sqrt(2 * RECON_TAIL / float(precision.detach())) / width + 0.5)
+    if 2 * reach + 1 >= levels:
+        centres = bin_centres(levels, device=mean.device, dtype=mean.dtype)
+        logits = -0.5 * precision * (mean.unsqueeze(-1) - centres) ** 2
+        return logits.gather(-1, x.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    start = (signal_to_data(mean.detach(), levels) - reach).clamp(0, levels - 1 - 2 * reach)
+    bins = start.unsqueeze(-1) + torch.arange(2 * reach + 1, device=mean.device)
+    logits = -0.5 * precision * (mean.unsqueeze(-1) - data_to_signal(bins, levels, mean.dtype)) ** 2
+    logit_x = -0.5 * precision * (mean - data_to_signal(x, levels, mean.dtype)) ** 2
+    outside = (x < start) | (x > start + 2 * reach)  # x's own bin always counts
+    extra = torch.where(outside, logit_x, torch.full_like(logit_x, -math.inf))
+    return logit_x - torch.logsumexp(torch.cat([logits, extra.unsqueeze(-1)], -1), -1)
+
+
 def recon_nll(x: Tensor, z_0: Tensor, gamma_0: Tensor, levels: int, method: str = "auto") -> Tensor:
     """``-log p(x | z_0)`` summed over dimensions.
 
@@ -122,9 +144,7 @@ def recon_nll(x: Tensor, z_0: Tensor, gamma_0: Tensor, levels: int, method: str 
     alpha_0 = torch.sigmoid(-gamma_0).sqrt()
     mean = z_0 / alpha_0
     if method == "softmax":
-        centres = bin_centres(levels, device=z_0.device, dtype=z_0.dtype)
-        logits = -0.5 * torch.exp(-gamma_0) * (mean.unsqueeze(-1) - centres) ** 2
-        logp = logits.gather(-1, x.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+        logp = _log_softmax_bins(x, mean, torch.exp(-gamma_0), levels)
     elif method == "gaussian":
         logp = _log_bin_prob_gaussian(x, mean, torch.exp(0.5 * gamma_0), levels)
     else:

@@ -138,7 +138,7 @@ class Trainer:
         ema = AveragedModel(model, multi_avg_fn=ema_update(t.ema_decay), use_buffers=True)
         if t.compile:
             model.denoiser.compile()  # in place: parameter names and checkpoints unchanged
-        opt = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
+        opt = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas), fused=True)
         loss_fn = _Loss(model, t.T or None)
         if world.distributed:
             loss_fn = DistributedDataParallel(loss_fn, device_ids=[device] if device.type == "cuda" else None,
