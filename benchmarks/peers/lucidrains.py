@@ -113,35 +113,48 @@ def to_peer_input(x: Tensor, levels: int) -> Tensor:
     return (x.float() + 0.5) / levels
 
 
+class TrainStep:
+    """One step of its Trainer: loss, backward, gradient norm clipped to 1, Adam, EMA update.
+    ``step(img)`` takes a batch from ``to_peer_input`` and returns the loss."""
+
+    def __init__(self, diffusion: nn.Module, lr: float):
+        _, _, EMA = load_peer()
+        self.diffusion, self.steps = diffusion, 0
+        self.opt = torch.optim.Adam(diffusion.parameters(), lr=lr, betas=ADAM_BETAS)
+        self.ema = EMA(diffusion, beta=EMA_DECAY, update_every=EMA_EVERY)
+
+    def __call__(self, img: Tensor) -> Tensor:
+        loss = self.diffusion(img)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"peer: non-finite loss at step {self.steps}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.diffusion.parameters(), MAX_GRAD_NORM)
+        self.opt.step()
+        self.ema.update()
+        self.steps += 1
+        return loss
+
+
 def train(diffusion: nn.Module, x: Tensor, levels: int, minutes: float, batch_size: int,
           lr: float, seed: int = 0) -> tuple[nn.Module, dict]:
     """Train for ``minutes`` of wall clock as the peer's Trainer would; returns the EMA
     copy of the diffusion model and a summary (steps, seconds, examples/s)."""
-    _, _, EMA = load_peer()
     device = next(diffusion.parameters()).device
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(diffusion.parameters(), lr=lr, betas=ADAM_BETAS)
-    ema = EMA(diffusion, beta=EMA_DECAY, update_every=EMA_EVERY)
+    step = TrainStep(diffusion, lr)
     gen = torch.Generator().manual_seed(seed)
-    n, step, order = len(x), 0, torch.empty(0, dtype=torch.long)
+    n, order = len(x), torch.empty(0, dtype=torch.long)
     diffusion.train()
     start = time.perf_counter()
     while time.perf_counter() - start < minutes * 60:
         if len(order) < batch_size:  # a fresh permutation per epoch
             order = torch.cat([order, torch.randperm(n, generator=gen)])
         idx, order = order[:batch_size], order[batch_size:]
-        loss = diffusion(to_peer_input(x[idx].to(device), levels))
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"peer: non-finite loss at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(diffusion.parameters(), MAX_GRAD_NORM)
-        opt.step()
-        ema.update()
-        step += 1
+        step(to_peer_input(x[idx].to(device), levels))
     seconds = time.perf_counter() - start
-    model = copy.deepcopy(ema.ema_model).eval()
-    return model, {"steps": step, "seconds": seconds, "examples_per_s": step * batch_size / seconds}
+    model = copy.deepcopy(step.ema.ema_model).eval()
+    return model, {"steps": step.steps, "seconds": seconds, "examples_per_s": step.steps * batch_size / seconds}
 
 
 class PeerDenoiser(nn.Module):
