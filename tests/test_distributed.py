@@ -109,3 +109,28 @@ def test_a_killed_run_resumes_on_another_process_count(tmp_path):
     for a, b in zip(metrics(tmp_path / "whole"), metrics(killed)):
         assert b["bpd"] == pytest.approx(a["bpd"], rel=1e-4)
 
+
+
+def test_bf16_runs_only_the_network_in_bf16(tmp_path):
+    cfg = apply_overrides(RunConfig(), [*SMALL, "train.precision=bf16"])
+    trainer = Trainer.create(cfg, tmp_path / "r")
+    model = trainer.model
+    for _ in range(3):  # the output layers start at zero: train them away from it
+        trainer.train_step()
+    seen = []
+    convs = [m for m in model.denoiser.modules() if isinstance(m, torch.nn.Conv2d)]
+    for c in convs:
+        c.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    x = trainer.data.x[:8]
+    terms = model.loss_terms(x)
+    assert convs and set(seen) == {torch.bfloat16}  # the network's layers run under autocast
+    assert {v.dtype for v in (terms.prior, terms.recon, terms.diffusion)} == {torch.float32}
+    assert model.schedule.gamma_0.dtype == torch.float32
+    assert model.eps_hat(torch.randn(2, *model.data_shape), torch.zeros(2)).dtype == torch.float32
+    model.net_call.dtype = None  # the same draw in float32: close, not equal
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    full = model.bound(x, generator=gen()).bpd
+    model.net_call.dtype = torch.bfloat16
+    half = model.bound(x, generator=gen()).bpd
+    assert not torch.equal(full, half)
+    torch.testing.assert_close(half, full, rtol=0.05, atol=0.05)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from diffbits.nets import FourierFeatures, ResidualMLP, ScoreUNet, fourier_periods
 
@@ -169,3 +170,40 @@ def test_nets_cli_prints_params_and_flops_as_json(capsys):
     assert set(out) == {"ScoreUNet", "UNet", "ContinuousUNet"}
     assert all(v["params"] > 0 and v["flops"] > 0 for v in out.values())
     assert out["ContinuousUNet"]["flops"] < out["UNet"]["flops"]
+
+
+def test_cpu_dropout_keeps_the_rate_and_the_mean_and_repeats_under_a_seed():
+    from diffbits.nets.blocks import Dropout
+
+    drop, x = Dropout(0.1), torch.ones(64, 32, 8, 8)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = (y != 0).float().mean().item()
+    n = x.numel()
+    assert abs(kept - 0.9) < 5 * (0.09 / n) ** 0.5  # binomial: 5 standard deviations
+    assert y.mean().item() == pytest.approx(1.0, abs=5 * (0.1 / 0.9 / n) ** 0.5)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)
+    x.requires_grad_(True)
+    torch.manual_seed(1)
+    out = drop(x)
+    out.sum().backward()
+    assert torch.equal(x.grad, (out != 0).float() / 0.9)  # gradient through the kept ones only
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_resnet_block_folds_the_norm_affine_into_the_scale_and_shift():
+    from torch.nn import functional as F
+
+    from diffbits.nets.blocks import ResnetBlock
+
+    torch.manual_seed(0)
+    block = ResnetBlock(2, 8, 16, emb_dim=12)
+    for p in block.parameters():
+        nn.init.normal_(p, std=0.3)  # non-trivial norm weight and bias, non-zero conv2
+    x, emb = torch.randn(3, 8, 5, 5), torch.randn(3, 12)
+    h = block.conv1(F.silu(block.norm1(x)))
+    scale, shift = block.emb(emb).view(3, 32, 1, 1).chunk(2, dim=1)
+    h = block.norm2(h) * (1 + scale) + shift  # the unfolded form
+    expected = block.skip(x) + block.conv2(F.silu(h))
+    torch.testing.assert_close(block(x, emb), expected, rtol=1e-5, atol=1e-5)

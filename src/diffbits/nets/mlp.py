@@ -7,6 +7,7 @@ from typing import Sequence
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .blocks import Dropout
 from .embedding import GAMMA_RANGE, FourierFeatures, GammaEmbedding
 
 
@@ -16,7 +17,7 @@ class _Block(nn.Module):
         self.norm1, self.fc1 = nn.LayerNorm(width), nn.Linear(width, width)
         self.emb = nn.Linear(emb_dim, width)
         self.norm2, self.fc2 = nn.LayerNorm(width), nn.Linear(width, width)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
 
