@@ -28,13 +28,14 @@ def build_denoiser(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int, h
     if net == "auto":
         net = "mlp" if len(data_shape) == 1 else "score_unet"
     if net == "mlp":
-        return ResidualMLP(data_shape, width=cfg.width, depth=cfg.depth, dropout=cfg.dropout, fourier_periods=periods)
+        return ResidualMLP(data_shape, width=cfg.width, depth=cfg.depth, dropout=cfg.dropout, fourier_periods=periods,
+                           num_classes=cfg.num_classes)
     if net not in NETS:
         raise ValueError(f"unknown net {cfg.net!r}; use auto, {', '.join(NETS)}")
     if len(data_shape) not in (2, 3):
         raise ValueError(f"{net} needs (C, L) or (C, H, W) data, got shape {data_shape}")
     common = dict(channels=data_shape[0], width=cfg.width, fourier_periods=periods, dims=len(data_shape) - 1,
-                  levels=head_levels)
+                  levels=head_levels, num_classes=cfg.num_classes)
     if net == "score_unet":
         return ScoreUNet(depth=cfg.depth, dropout=cfg.dropout, attention=cfg.attention, **common)
     size = min(data_shape[1:])
@@ -52,11 +53,12 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int) -> V
     denoiser = build_denoiser(cfg, data_shape, levels, head_levels)
     schedule = build_schedule(cfg.schedule, default_gamma_0(levels) if cfg.gamma_0 is None else cfg.gamma_0, cfg.gamma_1)
     if cfg.process == "blur":
-        if len(data_shape) not in (2, 3) or head_levels:
-            raise ValueError("process=blur needs (C, L) or (C, H, W) data and head=eps")
+        if len(data_shape) not in (2, 3) or head_levels or cfg.num_classes:
+            raise ValueError("process=blur needs (C, L) or (C, H, W) data, head=eps and no labels")
         sigma_max = 0.6 * max(data_shape[1:]) if cfg.blur_sigma_max is None else cfg.blur_sigma_max
         corruption = Corruption(schedule, data_shape, BlurSchedule(sigma_max))
         return SoftDiffusion(denoiser, corruption, levels, loss=cfg.soft_loss)
     if cfg.process != "gaussian":
         raise ValueError(f"unknown process {cfg.process!r}; use gaussian or blur")
-    return VDM(denoiser, schedule, levels, data_shape, recon=cfg.recon, variance_min=cfg.variance_min)
+    return VDM(denoiser, schedule, levels, data_shape, recon=cfg.recon, variance_min=cfg.variance_min,
+               num_classes=cfg.num_classes)

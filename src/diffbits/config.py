@@ -37,6 +37,8 @@ class ModelConfig:
     process: str = "gaussian"  # gaussian (VDM) | blur (soft diffusion: heat-equation blur plus noise, SPEC 3)
     blur_sigma_max: float | None = None  # blur at t = 1; None: 0.6 x the image's longer side
     soft_loss: str = "elbo"  # blur models: elbo (the per-frequency bound) | ssm (Soft Score Matching)
+    num_classes: int = 0  # > 0: conditional on a class label (filled from the data's labels)
+    label_dropout: float = 0.1  # conditional models: share of labels replaced by "no label" (classifier-free guidance)
 
 
 @dataclass
@@ -73,6 +75,9 @@ class RunConfig:
     data: str = "digits"
     levels: int = 0  # 0: inferred from the data
     shape: list[int] = field(default_factory=list)  # one example's shape, filled from the data
+    labels: str = ""  # class labels for a conditional model: target (digits) | NPZ KEY | folders; "": none
+    classes: list[str] = field(default_factory=list)  # class names, filled from the data
+    crop: int = 0  # WAV folders: samples per example (0: data.AUDIO_CROP)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -5,10 +5,16 @@
 - ``FILE.npz`` / ``FILE.npy``: integer arrays (N, H, W) -> (N, 1, H, W), (N, C, H, W) or
   (N, D). An npz holding one array needs no key; otherwise ``FILE.npz:KEY``.
 - a folder of PNG/JPEG images, all one size, gray or RGB, 8 bit.
+- a folder of WAV files (8- or 16-bit PCM, any channels and rate): non-overlapping crops of
+  ``crop`` samples (default ``AUDIO_CROP``), shaped (N, channels, crop); 256 or 65536 levels.
 - any of these may end in a Python slice of examples: ``mnist10k.npz[:9000]``.
 
 Files and folders are used whole for every split; ``digits`` has its own test split.
 Levels: uint8 -> 256, uint16 -> 65536, bool -> 2, other integers -> max + 1, unless given.
+
+Class labels (``labels=``, for conditional models): ``digits`` -> ``target`` (its digit);
+an npz -> the name of an integer array of length N in the same file; a folder ->
+``folders``: one sub-folder of images per class, classes in sorted name order.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import torch
 __all__ = ["Dataset", "DataError", "load_dataset", "DIGITS_TRAIN"]
 
 DIGITS_TRAIN = 1500  # digits: first 1500 train, last 297 test
+AUDIO_CROP = 8192  # samples per example of a WAV folder
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _SLICE = re.compile(r"^(?P<base>.*)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
 
@@ -35,6 +42,8 @@ class Dataset:
     x: torch.Tensor  # int64, (N, *shape)
     levels: int
     name: str
+    y: torch.Tensor | None = None  # int64 class labels (N,), for conditional models
+    classes: list[str] | None = None  # class names, index = label
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -125,19 +134,55 @@ def _load_folder(folder: Path) -> np.ndarray:
     return np.stack(images).astype(np.uint8)
 
 
-def _digits(split: str) -> np.ndarray:
+def _load_class_folders(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    subs = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not subs:
+        raise DataError(f"{folder}: labels=folders needs one sub-folder of images per class; found none")
+    parts = [_load_folder(p) for p in subs]
+    if len({a.shape[1:] for a in parts}) > 1:
+        raise DataError(f"{folder}: the class folders hold images of different sizes")
+    y = np.concatenate([np.full(len(a), i) for i, a in enumerate(parts)])
+    return np.concatenate(parts), y, [p.name for p in subs]
+
+
+def _labels_array(y: np.ndarray, n: int, source: str) -> tuple[np.ndarray, list[str]]:
+    if y.ndim != 1 or len(y) != n or y.dtype.kind not in "ui":
+        raise DataError(f"{source}: labels must be integers, one per example ({n}); got {y.dtype} {y.shape}")
+    if y.min() < 0:
+        raise DataError(f"{source}: labels must be >= 0, got {y.min()}")
+    return y, [str(i) for i in range(int(y.max()) + 1)]
+
+
+def _load_wav_folder(folder: Path, crop: int) -> tuple[np.ndarray, int]:
+    from .audio import crops, read_wav
+
+    parts, kinds = [], set()
+    for p in sorted(folder.glob("*.wav")):
+        levels, meta = read_wav(p)
+        kinds.add((meta["channels"], meta["width"]))
+        parts.append(crops(levels, crop))
+    if len(kinds) > 1:
+        raise DataError(f"{folder}: WAV files differ in channels or sample width {sorted(kinds)}; use one kind")
+    arr = np.concatenate(parts)
+    if not len(arr):
+        raise DataError(f"{folder}: every WAV file is shorter than one crop of {crop} samples")
+    (_, width), = kinds
+    return arr, 256 ** width
+
+
+def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
-    x = load_digits().images.astype(np.int64).reshape(-1, 1, 8, 8)
-    if split == "train":
-        return x[:DIGITS_TRAIN]
-    if split == "test":
-        return x[DIGITS_TRAIN:]
-    return x
+    d = load_digits()
+    x, y = d.images.astype(np.int64).reshape(-1, 1, 8, 8), d.target.astype(np.int64)
+    part = {"train": slice(None, DIGITS_TRAIN), "test": slice(DIGITS_TRAIN, None), "all": slice(None)}[split]
+    return x[part], y[part]
 
 
-def load_dataset(spec: str, split: str = "train", levels: int | None = None) -> Dataset:
-    """Load ``spec`` (see module docstring). ``split`` is 'train', 'test' or 'all'."""
+def load_dataset(spec: str, split: str = "train", levels: int | None = None, labels: str | None = None,
+                 crop: int | None = None) -> Dataset:
+    """Load ``spec`` (see module docstring). ``split`` is 'train', 'test' or 'all';
+    ``labels`` names the class labels to load with it (none by default)."""
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be train, test or all, got {split!r}")
     sl = slice(None)
@@ -145,8 +190,12 @@ def load_dataset(spec: str, split: str = "train", levels: int | None = None) -> 
     if m:
         spec = m["base"]
         sl = slice(int(m["start"]) if m["start"] else None, int(m["stop"]) if m["stop"] else None)
+    y, classes = None, None
     if spec == "digits":
-        arr, k = _digits(split), levels or 17
+        (arr, y), k = _digits(split), levels or 17
+        if labels and labels != "target":
+            raise DataError(f"digits: its labels are 'target', not {labels!r}")
+        y, classes = (y, [str(i) for i in range(10)]) if labels else (None, None)
         name = f"digits/{split}"
     else:
         path, key = Path(spec), None
@@ -155,16 +204,30 @@ def load_dataset(spec: str, split: str = "train", levels: int | None = None) -> 
             path = Path(head)
         if not path.exists():
             raise DataError(f"{spec}: no such file or folder (or built-in dataset; built-in: digits)")
-        if path.is_dir():
-            arr = _load_folder(path)
+        audio = path.is_dir() and any(path.glob("*.wav"))
+        if audio:
+            if labels:
+                raise DataError(f"{path}: labels are not supported for audio folders")
+            arr, wav_levels = _load_wav_folder(path, crop or AUDIO_CROP)
+            levels = levels or wav_levels
+        elif path.is_dir():
+            if labels and labels != "folders":
+                raise DataError(f"{path}: a folder's labels are its sub-folders (labels=folders), not {labels!r}")
+            arr, y, classes = _load_class_folders(path) if labels else (_load_folder(path), None, None)
         elif path.suffix in (".npy", ".npz"):
             arr = _load_array(path, key)
+            if labels:
+                if path.suffix != ".npz":
+                    raise DataError(f"{path}: labels need an .npz holding the images and a labels array")
+                y, classes = _labels_array(_load_array(path, labels), len(arr), f"{path}:{labels}")
         else:
             raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz, .npy or a folder of images")
-        arr = _shape_examples(arr, str(path))
+        arr = arr if audio else _shape_examples(arr, str(path))
         name = str(path)
         arr, k = _as_levels(arr, str(path), levels)
     arr = arr[sl]
     if len(arr) == 0:
         raise DataError(f"{spec}{'[...]' if m else ''}: the selection holds no examples")
-    return Dataset(torch.from_numpy(np.ascontiguousarray(arr)).long(), int(k), name + (f"[{m['start']}:{m['stop']}]" if m else ""))
+    return Dataset(torch.from_numpy(np.ascontiguousarray(arr)).long(), int(k),
+                   name + (f"[{m['start']}:{m['stop']}]" if m else ""),
+                   None if y is None else torch.from_numpy(np.asarray(y[sl])).long(), classes)

@@ -37,6 +37,9 @@ def evaluate(
         )
     if samples < 1:
         raise ValueError("samples must be at least 1")
+    conditional = getattr(model, "num_classes", 0) > 0
+    if conditional and data.y is None:
+        raise ValueError(f"{data.name}: a conditional model's bound -log p(x | y) needs the data's labels")
     model.eval()
     dev = model.schedule.gamma_0.device
     gen = torch.Generator().manual_seed(seed)
@@ -45,9 +48,10 @@ def evaluate(
     with tqdm(total=n_batches * samples, desc="eval", disable=not progress, leave=False) as bar:
         for i in range(n_batches):
             x = data.x[i * batch_size:(i + 1) * batch_size].to(dev)
+            y = data.y[i * batch_size:(i + 1) * batch_size].to(dev) if conditional else None
             draws = {k: [] for k in rows}
             for _ in range(samples):
-                terms = model.bound(x, T=T, generator=gen)
+                terms = model.bound(x, T=T, generator=gen, cond=y)
                 for k in rows:
                     draws[k].append(getattr(terms, k).double().cpu())
                 bar.update(1)
@@ -67,5 +71,6 @@ def evaluate(
         "samples": samples,
         "T": T or "continuous",
         "data": data.name,
+        **({"conditional": "bound on -log p(x | y), y the data's labels"} if conditional else {}),
     }
     return out

@@ -26,9 +26,10 @@ def to_uint8(x: torch.Tensor, levels: int) -> np.ndarray:
     return np.round(x.cpu().numpy().astype(np.float64) * 255 / (levels - 1)).astype(np.uint8)
 
 
-def save_grid(x: torch.Tensor, levels: int, path: Path, min_size: int = 64) -> Path:
-    """Tile a batch of images (N, C, H, W) with C in {1, 3}, or of vectors (N, D), into one PNG.
-    Small images are enlarged (nearest neighbour) so that each is at least ``min_size`` px."""
+def save_grid(x: torch.Tensor, levels: int, path: Path, min_size: int = 64, cols: int | None = None) -> Path:
+    """Tile a batch of images (N, C, H, W) with C in {1, 3}, or of vectors (N, D), into one PNG
+    (``cols`` per row; default: square). Small images are enlarged (nearest neighbour) so
+    that each is at least ``min_size`` px."""
     from PIL import Image
 
     a = to_uint8(x, levels)
@@ -43,7 +44,7 @@ def save_grid(x: torch.Tensor, levels: int, path: Path, min_size: int = 64) -> P
     scale = max(1, math.ceil(min_size / max(h, w)))
     a = a.repeat(scale, axis=2).repeat(scale, axis=3)
     h, w = h * scale, w * scale
-    cols = math.ceil(math.sqrt(n))
+    cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     pad = 2
     grid = np.full((c, rows * (h + pad) + pad, cols * (w + pad) + pad), 255, np.uint8)

@@ -100,8 +100,9 @@ class _Loss(nn.Module):
         super().__init__()
         self.model, self.T = model, T
 
-    def forward(self, x: Tensor, t: Tensor, eps: Tensor, eps_0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        terms = self.model.loss_terms(x, T=self.T, t=t, eps=eps, eps_0=eps_0)
+    def forward(self, x: Tensor, t: Tensor, eps: Tensor, eps_0: Tensor, cond: Tensor | None = None):
+        kwargs = {} if cond is None else {"cond": cond}
+        terms = self.model.loss_terms(x, T=self.T, t=t, eps=eps, eps_0=eps_0, **kwargs)
         return terms.prior, terms.recon, terms.diffusion
 
 
@@ -123,8 +124,13 @@ class Trainer:
     @classmethod
     def create(cls, cfg: RunConfig, run_dir: Path, data: Dataset | None = None, world: World | None = None,
                device: torch.device | None = None) -> "Trainer":
-        data = data or load_dataset(cfg.data, "train", cfg.levels or None)
+        data = data or load_dataset(cfg.data, "train", cfg.levels or None, cfg.labels or None, cfg.crop or None)
         cfg.levels, cfg.shape = data.levels, list(data.shape)
+        if cfg.labels:
+            if data.y is None:
+                raise ValueError(f"labels={cfg.labels!r}, but the data {data.name} came without labels")
+            cfg.classes = data.classes or [str(i) for i in range(int(data.y.max()) + 1)]
+            cfg.model.num_classes = len(cfg.classes)
         t = cfg.train
         world = world or World()
         device = device or pick_device(t.device)
@@ -179,16 +185,25 @@ class Trainer:
             raise ValueError(f"train.lr_decay must be none or cosine, got {t.lr_decay!r}")
         return lr
 
-    def step_noise(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Times (antithetic over the global batch), diffusion noise and z_0 noise of the
-        whole global batch of this step; every process draws the same and takes its slices."""
+    def step_noise(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Times (antithetic over the global batch), diffusion noise, z_0 noise and the
+        label-dropout draws of the whole global batch of this step; every process draws the
+        same and takes its slices."""
         t = self.cfg.train
         gen = torch.Generator(self.device).manual_seed(_step_seed(t.seed, self.step))
         shape = (t.batch_size, *self.data.shape)
         times = B.antithetic_times(t.batch_size, generator=gen, device=self.device)
         eps = torch.randn(shape, generator=gen, device=self.device)
         eps_0 = torch.randn(shape, generator=gen, device=self.device)
-        return times, eps, eps_0
+        drop = torch.rand(t.batch_size, generator=gen, device=self.device) < self.cfg.model.label_dropout
+        return times, eps, eps_0, drop
+
+    def labels(self, idx: Tensor, drop: Tensor) -> Tensor | None:
+        """Class labels of the global batch, some replaced by "no label" (classifier-free guidance)."""
+        if not self.cfg.model.num_classes:
+            return None
+        y = self.data.y[idx].to(self.device)
+        return torch.where(drop, torch.full_like(y, self.cfg.model.num_classes), y)
 
     def train_step(self, progress: float = 0.0) -> Tensor:
         """One optimiser step on the global batch. Returns this process's sums over its
@@ -196,7 +211,8 @@ class Trainer:
         t = self.cfg.train
         torch.manual_seed(_step_seed(t.seed, self.step) + self.world.rank)  # dropout of this process
         idx = batch_indices(len(self.data), t.batch_size, t.seed, self.step)
-        times, eps, eps_0 = self.step_noise()
+        times, eps, eps_0, drop = self.step_noise()
+        cond = self.labels(idx, drop)
         parts = micro_slices(t.batch_size, t.micro_batch, self.world)
         self.model.train()
         tic = time.perf_counter()
@@ -208,7 +224,8 @@ class Trainer:
             x = self.data.x[idx[part]].to(self.device, non_blocking=True)
             last = i == len(parts) - 1
             with nullcontext() if last or not self.world.distributed else self.loss_fn.no_sync():
-                terms = B.BoundTerms(*self.loss_fn(x, times[part], eps[part], eps_0[part]), dims=self.model.dims)
+                y = None if cond is None else cond[part]
+                terms = B.BoundTerms(*self.loss_fn(x, times[part], eps[part], eps_0[part], y), dims=self.model.dims)
                 bpd = terms.bpd
                 (bpd.mean() / len(parts)).backward()  # DDP averages over processes: the global mean
             with torch.no_grad():
@@ -318,8 +335,13 @@ class Trainer:
         if p:
             out["loss_plot"] = str(p)
         gen = torch.Generator().manual_seed(self.cfg.train.seed)
-        x = self.ema.module.eval().sample(n_samples, self.cfg.train.sample_steps, generator=gen, progress=progress)
-        out["samples"] = str(save_grid(x, self.data.levels, self.run_dir / "samples.png"))
+        k, cols, cond = self.cfg.model.num_classes, None, None
+        if k:  # conditional: one row of 8 per class
+            n_samples, cols = 8 * k, 8
+            cond = torch.arange(n_samples, device=self.device) // cols
+        x = self.ema.module.eval().sample(n_samples, self.cfg.train.sample_steps, cond=cond, generator=gen,
+                                          progress=progress)
+        out["samples"] = str(save_grid(x, self.data.levels, self.run_dir / "samples.png", cols=cols))
         return out
 
 

@@ -35,6 +35,7 @@ class VDM(nn.Module):
         data_shape: tuple[int, ...],
         recon: str = "auto",
         variance_min: bool = True,
+        num_classes: int = 0,
     ):
         super().__init__()
         if levels < 2:
@@ -45,6 +46,7 @@ class VDM(nn.Module):
         self.data_shape = tuple(int(d) for d in data_shape)
         self.recon_method = recon
         self.variance_min = variance_min
+        self.num_classes = num_classes  # > 0: conditional; label num_classes means "no label"
         self.net_call = NetCall()  # the network's precision and layout (train.precision, ...)
 
     @property
@@ -114,9 +116,26 @@ class VDM(nn.Module):
         return B.BoundTerms(prior=prior, recon=recon, diffusion=diffusion, dims=self.dims)
 
     def loss_terms(self, x: Tensor, T: int | None = None, t: Tensor | None = None, eps: Tensor | None = None,
-                   eps_0: Tensor | None = None) -> B.BoundTerms:
-        """What training minimises: the bound (``t``, ``eps``, ``eps_0`` as in ``bound``)."""
-        return self.bound(x, T=T, t=t, eps=eps, eps_0=eps_0)
+                   eps_0: Tensor | None = None, cond: Tensor | None = None) -> B.BoundTerms:
+        """What training minimises: the bound (``t``, ``eps``, ``eps_0``, ``cond`` as in ``bound``)."""
+        return self.bound(x, T=T, cond=cond, t=t, eps=eps, eps_0=eps_0)
+
+    def guided_eps(self, cond: Tensor | None, guidance: float = 1.0):
+        """``eps_fn(z, gamma)`` with classifier-free guidance (Ho & Salimans 2022):
+        ``eps_u + w (eps_c - eps_u)``, ``eps_u`` without a label; w = 1 is the conditional
+        model, w = 0 the unconditional one, w > 1 sharpens toward the class."""
+        if cond is None or guidance == 1.0:
+            return lambda z_t, gamma_t: self.eps_hat(z_t, gamma_t, cond)
+        if not self.num_classes:
+            raise ValueError("guidance needs a conditional model (trained with labels)")
+        none = torch.full_like(cond, self.num_classes)
+
+        def eps_fn(z_t, gamma_t):
+            both = self.eps_hat(torch.cat([z_t, z_t]), torch.cat([gamma_t, gamma_t]), torch.cat([cond, none]))
+            eps_c, eps_u = both.chunk(2)
+            return eps_u + guidance * (eps_c - eps_u)
+
+        return eps_fn
 
     def forward(self, x: Tensor, T: int | None = None, cond=None) -> Tensor:
         """Mean negative ELBO in bits/dim: the training loss."""
@@ -133,9 +152,11 @@ class VDM(nn.Module):
         sampler: str = "ancestral",
         grid: "Grid | str" = "uniform-t",
         decode: bool = True,
+        guidance: float = 1.0,
     ) -> Tensor:
         """Draw ``n`` samples with ``sampler`` (``samplers.SAMPLERS``) on ``grid``, a ``Grid``
-        or a step-schedule name (``step_schedules.FIXED``) with ``steps`` steps. The initial
+        or a step-schedule name (``step_schedules.FIXED``) with ``steps`` steps; ``cond``
+        (class labels, (n,)) with ``guidance`` as in ``guided_eps``. The initial
         noise is drawn first, so a seed gives the same start whatever the grid. Returns
         integer data (decoder argmax), or with ``decode=False`` the signal ``z_0 / alpha_0``."""
         from .samplers import get_sampler
@@ -148,10 +169,9 @@ class VDM(nn.Module):
             grid = fixed_grid(grid, self.schedule, steps)
         gammas = grid.gamma.to(dev, z.dtype)
 
-        def eps_fn(z_t, gamma_t):
-            return self.eps_hat(z_t, gamma_t, cond)
-
-        z_end = fn(eps_fn, z, gammas, generator=generator, progress=progress)
+        if cond is not None:
+            cond = torch.as_tensor(cond, device=dev).long().expand(n)
+        z_end = fn(self.guided_eps(cond, guidance), z, gammas, generator=generator, progress=progress)
         signal = z_end / alpha_sigma(gammas[-1])[0]  # the grid's last level (gamma_0 for full grids)
         return B.signal_to_data(signal, self.levels) if decode else signal
 

@@ -73,7 +73,8 @@ def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution:
         meta, arrays = read_item(p)
         xs = []
         for spec in meta["arrays"]:
-            x, spec["hwc"] = examples_of(arrays[spec["key"]], shape, levels, f"{p}[{spec['key']}]" if spec["key"] else str(p))
+            x, layout = examples_of(arrays[spec["key"]], shape, levels, f"{p}[{spec['key']}]" if spec["key"] else str(p))
+            spec.update(layout)
             spec["sha256"], spec["examples"] = array_digest(arrays[spec["key"]]), len(x)
             xs.append(x)
         items.append({"meta": meta, "arrays": arrays, "x": np.concatenate(xs) if xs else np.zeros((0,) + shape, np.int64)})

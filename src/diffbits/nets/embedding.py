@@ -34,9 +34,11 @@ class GammaEmbedding(nn.Module):
     def forward(self, gamma_t: Tensor, cond: Tensor | None = None) -> Tensor:
         u = (gamma_t - self.gamma_min) / (self.gamma_max - self.gamma_min)
         emb = self.mlp(sinusoidal_embedding(u, self.width))
-        if cond is not None:
-            if self.label is None:
-                raise ValueError("this network was built without classes; pass cond=None")
+        if cond is not None and self.label is None:
+            raise ValueError("this network was built without classes; pass cond=None")
+        if self.label is not None:  # no label given: the "no label" class, what guidance drops to
+            if cond is None:
+                cond = torch.full(emb.shape[:1], self.label.num_embeddings - 1, device=emb.device)
             emb = emb + self.label(cond)
         return emb
 
