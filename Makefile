@@ -39,6 +39,10 @@ bench: $(STAMP)
 	# Throughput peer addtt's VDM port: imported from a checkout, never copied into diffbits.
 	test -d benchmarks/.cache/addtt-vdm || git clone -q https://github.com/addtt/variational-diffusion-models benchmarks/.cache/addtt-vdm
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/conditional.py
+	$(BIN)/python benchmarks/denoising.py
+	$(BIN)/python benchmarks/ode.py
+	$(BIN)/python benchmarks/audio.py
 
 clean:
 	rm -rf $(VENV) runs
