@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -178,10 +181,6 @@ def switch_rows(name: str, a, run_dir: Path) -> list[dict]:
 def multi_process_rows(name: str, a, run_dir: Path) -> list[dict]:
     """Ours through the CLI: one process with all cores' threads, then torchrun with 2 processes
     of one thread each (gloo), same global batch; examples/s from metrics.jsonl, first window dropped."""
-    import json
-    import os
-    import subprocess
-
     train_spec, *_ = datasets(a.mnist)[name]
     sets = [f"train.batch_size={a.batch}", "train.device=cpu", "model.head=eps", "model.attention=true",
             "model.net=score_unet", f"model.width={a.width}", f"model.depth={a.depth}",

@@ -47,14 +47,10 @@ def _check_model(model) -> None:
 
 def eps_fn_of(model, n: int, cond: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
     """``eps_fn(z, gamma)`` of the model for ``n`` examples; a conditional model without labels
-    gets its "no label" class (``num_classes``), as in classifier-free guidance."""
-    classes = getattr(model, "num_classes", 0)
-    dev = model.schedule.gamma_0.device
-    if cond is None and classes:
-        cond = torch.full((n,), classes, dtype=torch.long, device=dev)
-    elif cond is not None:
-        cond = torch.as_tensor(cond, device=dev).long().expand(n)
-    return lambda z_t, gamma_t: model.eps_hat(z_t, gamma_t, cond)
+    uses its "no label" class (the network's own default), as in classifier-free guidance."""
+    if cond is not None:
+        cond = torch.as_tensor(cond, device=model.schedule.gamma_0.device).long().expand(n)
+    return model.guided_eps(cond)
 
 
 def _levels_of(gamma: float, levels: int) -> float:

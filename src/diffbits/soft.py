@@ -100,10 +100,10 @@ class SoftDiffusion(nn.Module):
         return w * B.sum_dims(c.apply_C(self.x0_hat(x_t, t) - f, t) ** 2)
 
     def loss_terms(self, x: Tensor, T: int | None = None, t: Tensor | None = None, eps: Tensor | None = None,
-                   eps_0: Tensor | None = None) -> B.BoundTerms:
+                   eps_0: Tensor | None = None, cond: Tensor | None = None) -> B.BoundTerms:
         """What training minimises: the bound, or with ``loss="ssm"`` its diffusion term swapped
         for Soft Score Matching (on the same ``t`` and ``eps``)."""
-        terms = self.bound(x, T=T, t=t, eps=eps, eps_0=eps_0)
+        terms = self.bound(x, T=T, cond=cond, t=t, eps=eps, eps_0=eps_0)
         if self.loss == "ssm":
             terms.diffusion = self.ssm_loss(x, t=t, eps=eps)
         return terms

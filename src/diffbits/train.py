@@ -101,8 +101,7 @@ class _Loss(nn.Module):
         self.model, self.T = model, T
 
     def forward(self, x: Tensor, t: Tensor, eps: Tensor, eps_0: Tensor, cond: Tensor | None = None):
-        kwargs = {} if cond is None else {"cond": cond}
-        terms = self.model.loss_terms(x, T=self.T, t=t, eps=eps, eps_0=eps_0, **kwargs)
+        terms = self.model.loss_terms(x, T=self.T, t=t, eps=eps, eps_0=eps_0, cond=cond)
         return terms.prior, terms.recon, terms.diffusion
 
 
