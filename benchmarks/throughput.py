@@ -55,6 +55,7 @@ class System:
     params: int  # the denoising network's parameters (schedules not counted)
     step: Callable[[], object]  # one full training step
     runs: list[float] = field(default_factory=list)  # examples/s per measurement
+    conv_share: float | None = None  # share of the step's CPU time in convolution kernels
 
 
 def count(module) -> int:
@@ -105,8 +106,23 @@ def measure(system: System, seconds: float, batch: int) -> None:
     system.runs.append(steps * batch / (time.perf_counter() - tic))
 
 
+CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+                "aten::_slow_conv2d_backward", "aten::cudnn_convolution")
+
+
+def conv_share(system: System, steps: int = 10) -> float:
+    """Share of the self CPU time of ``steps`` training steps spent in convolution kernels
+    (forward and backward), from ``torch.profiler``: the part of a step no bookkeeping can speed up."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            system.step()
+    events = prof.key_averages()
+    return sum(e.self_cpu_time_total for e in events if e.key in CONV_KERNELS) / \
+        sum(e.self_cpu_time_total for e in events)
+
+
 def compare(pair: list[System], a) -> None:
-    """Warm both up, then measure them in turn, ``a.rounds`` times each."""
+    """Warm both up, then measure them in turn, ``a.rounds`` times each; then profile each."""
     for s in pair:
         for _ in range(a.warmup):
             s.step()
@@ -114,13 +130,15 @@ def compare(pair: list[System], a) -> None:
         for s in pair:
             measure(s, a.seconds, a.batch)
             print(f"  {s.name:14s} {s.runs[-1]:8.1f} examples/s", flush=True)
+    for s in pair:
+        s.conv_share = conv_share(s)
 
 
 def rows_for(dataset: str, pair: list[System], batch: int) -> list[dict]:
     mine, peer = (statistics.median(s.runs) for s in pair)
     return [{"dataset": dataset, "system": s.name, "network": s.network, "params": s.params, "batch": batch,
-             "rate": statistics.median(s.runs), "runs": s.runs, "ratio": mine / peer if s is pair[1] else None}
-            for s in pair]
+             "rate": statistics.median(s.runs), "runs": s.runs, "ratio": mine / peer if s is pair[1] else None,
+             "conv_share": s.conv_share} for s in pair]
 
 
 def dataset_rows(name: str, a, run_dir: Path) -> list[dict]:
@@ -204,14 +222,15 @@ def multi_process_rows(name: str, a, run_dir: Path) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| dataset | system | network | params | batch | examples/s | runs | ours / peer |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| dataset | system | network | params | batch | examples/s | runs | ours / peer | conv share |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
+        share = f"{r['conv_share']:.0%}" if r.get("conv_share") is not None else ""
         runs = ", ".join(f"{v:.0f}" for v in r["runs"])
         params = f"{r['params']:,}" if r["params"] else ""
         out.append(f"| {r['dataset']} | {r['system']} | {r['network']} | {params} | {r['batch']} "
-                   f"| {r['rate']:.1f} | {runs} | {ratio} |")
+                   f"| {r['rate']:.1f} | {runs} | {ratio} | {share} |")
     return "\n".join(out)
 
 
@@ -226,6 +245,8 @@ def notes(a) -> str:
         "addtt: its defaults (fixed linear schedule, AdamW, clipping, EMA every step), vocab_size set to the "
         f"data's levels; dropout {a.dropout} on both. lucidrains: its learned schedule, Adam, clipping, "
         "EMA every 10 steps, no dropout (its default; ours 0 too).",
+        "- conv share: the share of a step's CPU time (torch.profiler, 10 steps, self time) spent in "
+        "convolution kernels, forward and backward (oneDNN on CPU).",
         "- params: the denoising network only; the learned schedules add 3,076 (ours) and 3,075 (lucidrains).",
         "- the architectures are not identical: ours conditions each residual block with a scale and shift "
         "(addtt: a shift only), so ours has ~13% more parameters at the same width and blocks; lucidrains' "
