@@ -96,3 +96,19 @@ def test_conditional_run_through_the_cli(tmp_path, capsys):
     assert out.exists()
     with pytest.raises(SystemExit, match="unknown class"):
         main(["sample", str(run), "--class", "12", "--out", str(out)])
+
+    x = load_dataset("digits", "test").x[:2].numpy()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", x + np.random.default_rng(0).normal(0, 2, x.shape))
+    np.save(tmp_path / "m.npy", np.arange(64).reshape(8, 8) >= 32)
+    restore = {"denoise": ["--noise-sigma", "2", "--samples", "2"], "inpaint": ["--mask", str(tmp_path / "m.npy")]}
+    for cmd, extra in restore.items():
+        data = str(tmp_path / ("y.npy" if cmd == "denoise" else "x.npy"))
+        args = [cmd, str(run), data, *extra, "--steps", "3", "-o", str(tmp_path / f"{cmd}.npy")]
+        assert main([*args, "--class", "3", "--guidance", "2"]) == 0  # one class for every input
+        assert main([*args, "--class", "3", "--class", "7"]) == 0  # one per input
+        assert np.load(tmp_path / f"{cmd}.npy").shape == (4 if cmd == "denoise" else 2, 1, 8, 8)
+        with pytest.raises(SystemExit, match="3 --class values for 2 inputs"):
+            main([*args, "--class", "1", "--class", "2", "--class", "3"])
+        with pytest.raises(SystemExit, match="--guidance needs --class"):
+            main([*args, "--guidance", "3"])

@@ -39,6 +39,20 @@ class ExactMixtureDenoiser:
         return ((z - alpha * mean_f) / sigma).view_as(z_t).to(z_t.dtype)
 
 
+class ExactClassDenoiser:
+    """The exact ``E[eps | z_t, y]`` when class y is one known image; label ``len(images)`` (no
+    label) gives the mixture of them all, as a conditional network's "no label" class does."""
+
+    def __init__(self, images: torch.Tensor, levels: int):
+        self.per_class = [ExactMixtureDenoiser(im[None], levels) for im in images]
+        self.mixture = ExactMixtureDenoiser(images, levels)
+
+    def __call__(self, z_t, gamma_t, cond=None):
+        fns = [*self.per_class, self.mixture]
+        labels = [len(self.per_class)] * len(z_t) if cond is None else cond.tolist()
+        return torch.cat([fns[y](z_t[i:i + 1], gamma_t.expand(len(z_t))[i:i + 1]) for i, y in enumerate(labels)])
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", "train").x, load_dataset("digits", "test").x
@@ -163,6 +177,33 @@ def test_inpainting_recovers_a_known_image_from_the_rest_of_it(digits, sampler, 
     assert torch.equal(out, x)
 
 
+def test_the_label_decides_what_a_noisy_image_is_restored_to(digits):
+    """Two classes, one image each: at heavy noise the posterior mean given a label is that
+    class's image, whatever the noisy input; with no label, the image it came from; inpainting
+    given a label fills in that class's pixels; guidance 1 is the conditional model."""
+    images = digits[1][:2]
+    model = VDM(ExactClassDenoiser(images, K), FixedLinear(-10.0, 5.0), K, (1, 8, 8), num_classes=2)
+    y = add_noise(images[[0, 0, 1, 1]], 3.0, torch.Generator().manual_seed(0))
+    cond = torch.tensor([0, 1, 0, 1])
+    _, x = posterior_mean(model, y, 3.0, cond)
+    assert torch.equal(x, images[cond])
+    _, x = posterior_mean(model, y, 3.0, cond, guidance=1.0)
+    assert torch.equal(x, images[cond])
+    _, x = posterior_mean(model, y, 3.0)  # no label: the noise alone tells the two images apart
+    assert torch.equal(x, images[[0, 0, 1, 1]])
+    drawn = posterior_samples(model, y, 3.0, steps=10, generator=torch.Generator().manual_seed(1), cond=cond)
+    assert torch.equal(drawn, images[cond])
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[:, 2:] = True  # two known rows of the other image, six filled from the label
+    out = inpaint(model, images[[1, 0]], mask, steps=10, generator=torch.Generator().manual_seed(2),
+                  cond=torch.tensor([0, 1]))
+    assert torch.equal(out[:, :, 2:], images[:, :, 2:]) and torch.equal(out[:, :, :2], images[[1, 0], :, :2])
+    with pytest.raises(ValueError, match="3 labels for 4 examples"):
+        posterior_mean(model, y, 3.0, torch.tensor([0, 1, 0]))
+    with pytest.raises(ValueError, match="guidance needs class labels"):
+        posterior_mean(model, y, 3.0, guidance=2.0)
+
+
 def test_filled_pixels_of_independent_coordinates_follow_their_marginals(categorical):
     """Independent coordinates: the known ones say nothing of the rest, which must come out
     distributed as the model's marginals (jumps back included)."""
@@ -229,6 +270,8 @@ def test_cli_inpaint(tiny_run, digits, tmp_path, capsys):
     assert o.shape == (6, 1, 8, 8) and (o[:, :, :4] == np.repeat(x, 3, 0)[:, :, :4]).all()
     assert main([*args, "--mask", str(tmp_path / "m.npy"), "--sampler", "heun", "-o", str(tmp_path / "o.png")]) == 0
     assert (tmp_path / "o.png").exists()
+    with pytest.raises(SystemExit, match="need a run trained with --labels"):
+        main([*args, "--mask", str(tmp_path / "m.npy"), "--class", "3", "-o", str(tmp_path / "o.npy")])
     capsys.readouterr()
     np.save(tmp_path / "bad.npy", x + K)  # out of range for 17 levels
     assert main([*args[:2], str(tmp_path / "bad.npy"), "--mask", str(tmp_path / "m.npy"), "-o",

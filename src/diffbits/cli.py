@@ -344,6 +344,11 @@ def _add_restore(sub):
     p.add_argument("--resample", type=int, default=0, help="RePaint: redo each step R more times after a jump back")
     for name in ("denoise", "inpaint"):
         p = sub.choices[name]
+        p.add_argument("--class", dest="classes", action="append", metavar="C",
+                       help="conditional runs: the class of the inputs, name or index (once for all inputs, "
+                            "or once per input; default: no label)")
+        p.add_argument("--guidance", type=float, default=1.0,
+                       help="classifier-free guidance w toward --class: eps_u + w (eps_c - eps_u)")
         p.add_argument("--sampler", default="ancestral", help="ancestral | ddim | heun | dpmpp2m")
         p.add_argument("--schedule", default="uniform-t",
                        help="uniform-t | uniform-logsnr | edm | cosine | GRID.json (from `diffbits schedule`)")
@@ -432,6 +437,18 @@ def _restore_grid(a):
     return Grid.load(a.schedule) if a.schedule.endswith(".json") else a.schedule
 
 
+def _restore_labels(cfg, a, n: int):
+    """The labels of ``n`` inputs to restore from ``--class`` (None: no label), one per input."""
+    if not a.classes:
+        if a.guidance != 1.0:
+            raise SystemExit("--guidance needs --class (the class to guide toward)")
+        return None
+    labels = _sample_labels(cfg, a)
+    if len(labels) not in (1, n):
+        raise SystemExit(f"{len(labels)} --class values for {n} inputs (give one, or one per input)")
+    return labels.expand(n)
+
+
 def cmd_denoise(a) -> int:
     import torch
 
@@ -446,14 +463,17 @@ def cmd_denoise(a) -> int:
     ref = None if a.reference is None else torch.from_numpy(_read_examples(a.reference, shape, k))
     if ref is not None and ref.shape != y.shape:
         raise ValueError(f"{a.reference}: {len(ref)} examples for {len(y)} noisy ones")
+    cond = _restore_labels(cfg, a, len(y))
     gamma = noise_gamma(model, a.noise_sigma)
     print(f"noise sigma {a.noise_sigma:g} levels of {k}: gamma = {gamma:.3f}")
-    mean, rounded = (v.cpu() for v in posterior_mean(model, y, a.noise_sigma))
+    mean, rounded = (v.cpu() for v in posterior_mean(model, y, a.noise_sigma, cond, a.guidance))
     x, extra = rounded, {"mean": mean}
     if a.samples:
         gen = torch.Generator().manual_seed(a.seed)
         x = posterior_samples(model, y.repeat_interleave(a.samples, 0), a.noise_sigma, sampler=a.sampler,
-                              grid=_restore_grid(a), steps=a.steps, generator=gen, progress=True).cpu()
+                              grid=_restore_grid(a), steps=a.steps, generator=gen, progress=True,
+                              cond=None if cond is None else cond.repeat_interleave(a.samples),
+                              guidance=a.guidance).cpu()
         extra = {}
     if ref is not None:
         line = (f"PSNR: noisy {psnr(y, ref, k):.2f} dB, posterior mean {psnr(mean, ref, k):.2f} dB "
@@ -479,11 +499,13 @@ def cmd_inpaint(a) -> int:
     mask = torch.from_numpy(_read_mask(a.mask, shape))
     if len(mask) not in (1, len(x)):
         raise ValueError(f"{a.mask}: {len(mask)} masks for {len(x)} examples (give one, or one per example)")
+    cond = _restore_labels(cfg, a, len(x))
     print(f"{int(mask.sum())} of {mask[0].numel() * len(mask)} values to fill")
     x, mask = x.repeat_interleave(a.n, 0), mask.repeat_interleave(a.n, 0) if len(mask) > 1 else mask
+    cond = None if cond is None else cond.repeat_interleave(a.n)
     gen = torch.Generator().manual_seed(a.seed)
     out = inpaint(model, x, mask, sampler=a.sampler, grid=_restore_grid(a), steps=a.steps, resample=a.resample,
-                  generator=gen, progress=True)
+                  generator=gen, progress=True, cond=cond, guidance=a.guidance)
     print(f"inpainted: {_write_examples(a.out, out, cfg.levels)}")
     return 0
 

@@ -45,12 +45,18 @@ def _check_model(model) -> None:
                          f"not {type(model).__name__}")
 
 
-def eps_fn_of(model, n: int, cond: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
-    """``eps_fn(z, gamma)`` of the model for ``n`` examples; a conditional model without labels
-    uses its "no label" class (the network's own default), as in classifier-free guidance."""
-    if cond is not None:
-        cond = torch.as_tensor(cond, device=model.schedule.gamma_0.device).long().expand(n)
-    return model.guided_eps(cond)
+def eps_fn_of(model, n: int, cond: Tensor | None = None, guidance: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
+    """``eps_fn(z, gamma)`` of the model for ``n`` examples, with classifier-free ``guidance``
+    toward the labels ``cond`` (one, or one per example); a conditional model without labels
+    uses its "no label" class (the network's own default)."""
+    if cond is None:
+        if guidance != 1.0:
+            raise ValueError("guidance needs class labels (cond)")
+        return model.guided_eps(None)
+    cond = torch.as_tensor(cond, device=model.schedule.gamma_0.device).long()
+    if cond.numel() not in (1, n):
+        raise ValueError(f"{cond.numel()} labels for {n} examples (give one, or one per example)")
+    return model.guided_eps(cond.reshape(-1).expand(n), guidance)
 
 
 def _levels_of(gamma: float, levels: int) -> float:
@@ -92,13 +98,14 @@ def observe(model, y: Tensor, noise_sigma: float) -> tuple[Tensor, float]:
 
 
 @torch.no_grad()
-def posterior_mean(model, y: Tensor, noise_sigma: float, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def posterior_mean(model, y: Tensor, noise_sigma: float, cond: Tensor | None = None,
+                   guidance: float = 1.0) -> tuple[Tensor, Tensor]:
     """``(mean, x)``: the denoised ``y`` in one network call, ``mean`` in float levels (the
     model's ``E[x | y]``, clipped to the data range) and ``x`` its nearest integer levels."""
     z, gamma = observe(model, y, noise_sigma)
     alpha, sigma = (float(v) for v in alpha_sigma(torch.tensor(gamma, dtype=torch.float64)))
     g = torch.full((len(z),), gamma, dtype=z.dtype, device=z.device)
-    eps_hat = eps_fn_of(model, len(z), cond)(z, g)
+    eps_hat = eps_fn_of(model, len(z), cond, guidance)(z, g)
     f_hat = ((z - sigma * eps_hat) / alpha).clamp(-1, 1)
     mean = (f_hat + 1) * model.levels / 2 - 0.5  # the inverse of data_to_signal, in float levels
     return mean, B.signal_to_data(f_hat, model.levels)
@@ -134,6 +141,7 @@ def posterior_samples(
     generator: torch.Generator | None = None,
     progress: bool = False,
     cond: Tensor | None = None,
+    guidance: float = 1.0,
 ) -> Tensor:
     """One restoration of each row of ``y``: the reverse chain from the matched level to the
     grid's end (``gamma_0``) with ``sampler`` on ``grid_from(schedule, gamma, grid, steps)``,
@@ -142,7 +150,7 @@ def posterior_samples(
     z, gamma = observe(model, y, noise_sigma)
     g = grid_from(model.schedule, gamma, grid, steps)
     gammas = g.gamma.to(z.device, z.dtype)
-    z_end = fn(eps_fn_of(model, len(z), cond), z, gammas, generator=generator, progress=progress)
+    z_end = fn(eps_fn_of(model, len(z), cond, guidance), z, gammas, generator=generator, progress=progress)
     return B.signal_to_data(z_end / alpha_sigma(gammas[-1])[0], model.levels)
 
 

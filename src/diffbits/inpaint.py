@@ -55,11 +55,13 @@ def inpaint(
     generator: torch.Generator | None = None,
     progress: bool = False,
     cond: Tensor | None = None,
+    guidance: float = 1.0,
 ) -> Tensor:
     """Fill ``x`` (integer levels, (B, *data_shape)) where ``mask`` (broadcastable to ``x``;
     true or non-zero: to fill) with a draw from the model given the other pixels. ``grid`` is a
     ``Grid`` or a fixed step-schedule name with ``steps`` steps; each step is taken
-    ``resample + 1`` times. Returns an array like ``x`` (same dtype and device): the input where
+    ``resample + 1`` times; ``cond`` (one label or one per row) and ``guidance`` as in
+    ``VDM.guided_eps``. Returns an array like ``x`` (same dtype and device): the input where
     ``mask`` is false, the model's pixels where it is true. Repeat rows for several draws."""
     _check_model(model)
     if resample < 0:
@@ -80,7 +82,7 @@ def inpaint(
     if isinstance(grid, str):
         grid = fixed_grid(grid, model.schedule, steps)
     gammas = grid.gamma.to(dev, known.dtype)
-    eps_fn = eps_fn_of(model, len(x), cond)
+    eps_fn = eps_fn_of(model, len(x), cond, guidance)
 
     def noised(gamma):  # the known pixels at level gamma
         alpha, sigma = alpha_sigma(gamma)
