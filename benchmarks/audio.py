@@ -1,13 +1,15 @@
 """Audio: bits per sample of our 1-D VDM (bound and real bits-back files) against FLAC.
 
-No audio corpus ships with our dependencies and nothing is downloaded, so the clips are
-synthesised, deterministic and varied: plucked strings (Karplus-Strong), harmonic notes with
-vibrato and decay, chirps, each with a little noise; 16-bit mono at 16 kHz. The model trains
+No audio corpus ships with our dependencies and nothing is downloaded, so the clips are made
+here, deterministic and varied. ``--source synthetic``: plucked strings (Karplus-Strong),
+harmonic notes with vibrato and decay, chirps, each with a little noise; 16-bit mono at 16 kHz.
+``--source speech``: sentences spoken by espeak-ng (the Debian package) in several voices,
+pitches and speeds; 16-bit mono at 22.05 kHz, whole utterances. The model trains
 on crops of the training clips for a wall-clock budget; on the held-out clips we report the
 test bound (bits per sample), the size of ``diffbits compress`` output (every byte), and
 FLAC at its strongest setting (libsndfile through ``soundfile``).
 
-    python benchmarks/audio.py [--minutes 4] [--clips 24] [--seconds 1.0]
+    python benchmarks/audio.py [--source synthetic|speech] [--minutes 4] [--clips 24] [--seconds 1.0]
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import argparse
 import io
 import json
 import shutil
+import subprocess
 import sys
 import wave
 from pathlib import Path
@@ -61,6 +64,25 @@ def clip(i: int, n: int) -> np.ndarray:
     return np.clip(np.round(s / np.abs(s).max() * rng.uniform(4000, 20000)), -32768, 32767).astype("<i2")
 
 
+WORDS = ("the model learns a schedule of noise and codes every file with bits back so that "
+         "nothing is lost when the data comes back exactly as it was written on the first day of "
+         "a long winter in a small town by the sea where seven quiet people read numbers aloud").split()
+VOICES = ("en", "en-us", "en+f3", "en+m3", "en-us+f2", "en+m7")
+
+
+def speak(i: int, path: Path) -> None:
+    """Sentence ``i``: 6-12 words in one of the voices, pitch and speed drawn from ``i``."""
+    rng = np.random.default_rng(1000 + i)
+    words = " ".join(rng.choice(WORDS, rng.integers(6, 13)))
+    subprocess.run(["espeak-ng", "-v", VOICES[i % len(VOICES)], "-p", str(rng.integers(25, 75)),
+                    "-s", str(rng.integers(130, 190)), "-w", str(path), words], check=True)
+
+
+def read_samples(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), "<i2"), w.getframerate()
+
+
 def write_wav(path: Path, samples: np.ndarray) -> None:
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -69,30 +91,37 @@ def write_wav(path: Path, samples: np.ndarray) -> None:
         w.writeframes(samples.tobytes())
 
 
-def flac_bits(samples: np.ndarray) -> int:
+def flac_bits(samples: np.ndarray, rate: int) -> int:
     import soundfile as sf
 
     buf = io.BytesIO()
-    sf.write(buf, samples, RATE, format="FLAC", subtype="PCM_16", compression_level=1.0)
+    sf.write(buf, samples, rate, format="FLAC", subtype="PCM_16", compression_level=1.0)
     return 8 * len(buf.getvalue())
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", choices=("synthetic", "speech"), default="synthetic")
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--clips", type=int, default=24, help="training clips (held out: a quarter as many more)")
-    ap.add_argument("--seconds", type=float, default=1.0, help="length of each clip")
+    ap.add_argument("--seconds", type=float, default=1.0, help="length of each synthetic clip")
     ap.add_argument("--crop", type=int, default=1024)
     ap.add_argument("--T", type=int, default=100)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--no-append", action="store_true")
     a = ap.parse_args(argv)
+    if a.source == "speech" and shutil.which("espeak-ng") is None:
+        raise SystemExit("--source speech needs espeak-ng (apt-get install espeak-ng)")
     shutil.rmtree(CACHE, ignore_errors=True)
     n, test_clips = int(a.seconds * RATE), max(2, a.clips // 4)
     for split, ids in (("train", range(a.clips)), ("test", range(a.clips, a.clips + test_clips))):
         (CACHE / split).mkdir(parents=True)
         for i in ids:
-            write_wav(CACHE / split / f"clip{i:03d}.wav", clip(i, n))
+            path = CACHE / split / f"clip{i:03d}.wav"
+            if a.source == "speech":
+                speak(i, path)
+            else:
+                write_wav(path, clip(i, n))
     cfg = apply_overrides(RunConfig(), [f"crop={a.crop}", f"model.width={a.width}", "model.depth=4",
                                         "train.batch_size=32", "train.lr=1e-3", "train.sample_steps=50"])
     cfg.data, cfg.train.minutes = str(CACHE / "train"), a.minutes
@@ -109,22 +138,25 @@ def main(argv=None) -> int:
         report = json.loads(out.getvalue().strip().splitlines()[-1])
     finally:
         sys.stdout = saved
-    samples = sum(n for _ in files)
-    flac = sum(flac_bits(np.frombuffer(p.read_bytes()[44:], "<i2")) for p in files)
+    audio = [read_samples(p) for p in files]
+    samples, rate = sum(len(x) for x, _ in audio), audio[0][1]
+    flac = sum(flac_bits(x, r) for x, r in audio)
     ours = 8 * (CACHE / "test.dbits").stat().st_size
     rows = ["| | bits per sample | ÷ FLAC |", "|---|---|---|",
             f"| ours, test bound (continuous time, 4 draws) | {bound['bpd']:.3f} | {bound['bpd'] * samples / flac:.3f} |",
             f"| ours, compressed file (T = {a.T}, every byte) | {ours / samples:.3f} | {ours / flac:.3f} |",
             f"| FLAC, compression level 8 (every byte) | {flac / samples:.3f} | 1 |",
             "| raw 16-bit PCM | 16.000 | |"]
-    notes = (f"\n- {a.clips} training clips and {len(files)} held-out clips of {a.seconds} s (synthesised: plucked "
-             f"strings, harmonic notes, chirps, light noise), 16-bit mono, {RATE} Hz; 1-D ScoreUNet width {a.width}, "
+    what = (f"of {a.seconds} s (synthesised: plucked strings, harmonic notes, chirps, light noise)"
+            if a.source == "synthetic" else f"(espeak-ng sentences, {len(VOICES)} voices; {samples / rate:.1f} s held out)")
+    notes = (f"\n- {a.clips} training clips and {len(files)} held-out clips {what}, 16-bit mono, {rate} Hz; "
+             f"1-D ScoreUNet width {a.width}, "
              f"depth 4, crops of {a.crop} samples, {summary['step']} steps in {a.minutes} min; compress reported "
              f"net {report['total'].get('net_bpd', float('nan')):.3f}, bound at T {report['total'].get('bound_bpd', float('nan')):.3f}")
     text = "\n".join(rows) + "\n" + notes
     print(text)
     if not a.no_append:
-        append_results("Audio: bits per sample against FLAC (benchmarks/audio.py)", header(), text)
+        append_results(f"Audio ({a.source}): bits per sample against FLAC (benchmarks/audio.py)", header(), text)
     return 0
 
 
