@@ -30,7 +30,8 @@ from report import append_results, header  # noqa: E402
 RUNS = HERE / ".cache" / "likelihood"
 
 
-def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: int) -> tuple[str, str]:
+def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: int,
+        grid: str = "auto") -> tuple[str, str]:
     _, test_spec, split, desc = datasets(mnist)[name]
     test = load_dataset(test_spec, split)
     if n:
@@ -39,7 +40,7 @@ def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: in
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / f"{name}.npy", Path(tmp) / f"{name}.dbits"
         np.save(src, images)
-        rep = compress(run, [src], out, T=T, draws=draws, progress=True)
+        rep = compress(run, [src], out, T=T, draws=draws, progress=True, grid=grid)
         tic = time.perf_counter()
         back = decompress(out, run, Path(tmp) / "back", progress=True)
         t_dec = time.perf_counter() - tic
@@ -47,9 +48,10 @@ def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: in
         singles = []  # one image per file: every file pays its own initial bits and container
         for i in range(min(single, len(images))):
             np.save(Path(tmp) / f"one{i}.npy", images[i:i + 1])
-            singles.append(compress(run, [Path(tmp) / f"one{i}.npy"], Path(tmp) / f"one{i}.dbits", T=T, draws=1)["total"])
+            singles.append(compress(run, [Path(tmp) / f"one{i}.npy"], Path(tmp) / f"one{i}.dbits", T=T, draws=1,
+                                    grid=grid)["total"])
     t = rep["total"]
-    rows = [f"**{name}** ({desc}; {len(images)} test images, T = {T}, run `{run}`)", "",
+    rows = [f"**{name}** ({desc}; {len(images)} test images, T = {T}, {t['grid']} steps (--grid {grid}), run `{run}`)", "",
             "| method | bits/dim | ours ÷ this |", "|---|---|---|",
             f"| diffbits bits-back, actual (all {t['bytes']} bytes) | {t['bpd']:.4f} | 1.000 |",
             f"| diffbits, net (without {t['initial_bits']} initial bits and the {t['container_bytes']}-byte container) | {t['net_bpd']:.4f} | {t['bpd'] / t['net_bpd']:.3f} |",
@@ -78,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=0, help="time strata per image for the bound (0: T, every step)")
     ap.add_argument("--single", type=int, default=8, help="also compress this many images one per file")
     ap.add_argument("--mnist", default="/work/shared/data/mnist10k.npz")
+    ap.add_argument("--grid", default="auto", help="where the chain's steps go: auto | rate-optimal | uniform-t")
     a = ap.parse_args(argv)
     tables = []
     for name in a.datasets.split(","):
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
             print(f"compression.py: no trained run at {run}; run benchmarks/likelihood.py --datasets {name} first",
                   file=sys.stderr)
             return 2
-        text, line = one(name, run, a.T, a.n, a.mnist, a.draws or a.T, a.single)
+        text, line = one(name, run, a.T, a.n, a.mnist, a.draws or a.T, a.single, a.grid)
         print(text, flush=True)
         tables.append(text)
     append_results("Compression: bits-back codec vs image codecs (benchmarks/compression.py)", header(),

@@ -113,6 +113,26 @@ def test_report_gives_rates_and_the_bound(run, tmp_path, capsys):
     assert total["initial_bits"] <= 4 * 64 * 12  # about four examples' first latents, not a batch's
 
 
+@pytest.mark.parametrize("grid,saving", [("rate-optimal", None), ("uniform-t", None), ("auto", 0.0), ("auto", 10.0)])
+def test_every_grid_round_trips_and_the_file_says_which(run, tmp_path, capsys, monkeypatch, grid, saving):
+    """The rate-optimal knots travel in the header; auto takes them only when their expected
+    saving (here stubbed: 0 or 10 bits/dim) pays twice for their header bytes."""
+    from diffbits.codec import files, grid as grid_module
+
+    if saving is not None:
+        def stub(model, x, T, **kw):
+            return grid_module.rate_optimal_knots(model, x, T, **kw)[0], saving
+        monkeypatch.setattr(files, "rate_optimal_knots", stub)
+    np.save(tmp_path / "a.npy", _digits(6))
+    out = tmp_path / "a.dbits"
+    assert main(["compress", str(run), str(tmp_path / "a.npy"), "-o", str(out), "--T", "6", "--draws", "1",
+                 "--grid", grid, "--json"]) == 0
+    chosen = "rate-optimal" if grid == "rate-optimal" or saving else "uniform-t"
+    assert json.loads(capsys.readouterr().out)["total"]["grid"] == chosen
+    assert main(["decompress", str(out), "--model", str(run), "-o", str(tmp_path / "back")]) == 0
+    assert np.array_equal(np.load(tmp_path / "back" / "a.npy"), _digits(6))
+
+
 @pytest.fixture()
 def packed(run, tmp_path):
     np.save(tmp_path / "a.npy", _digits(3))

@@ -261,6 +261,9 @@ def _add_codec(sub):
     p.add_argument("--resolution", type=float, default=4.0, help="latent lattice: standard deviations / width")
     p.add_argument("--batch", type=int, default=64, help="examples coded side by side")
     p.add_argument("--draws", type=int, default=4, help="time strata per example for the bound beside the rate (T: every step once)")
+    p.add_argument("--grid", choices=("auto", "rate-optimal", "uniform-t"), default="auto",
+                   help="where the T steps go: rate-optimal (chosen from the model's error on these inputs, kept "
+                        "in the file), uniform in t, or auto: rate-optimal when it pays for its header bytes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser("decompress", help="restore every item of a .dbits file, bit-exact")
     p.add_argument("file", type=Path)
@@ -272,7 +275,7 @@ def cmd_compress(a) -> int:
     from .codec import compress
 
     rep = compress(a.run, a.inputs, a.out, T=a.T, resolution=a.resolution, batch=a.batch, draws=a.draws,
-                   progress=not a.json)
+                   progress=not a.json, grid=a.grid)
     if a.json:
         print(json.dumps(rep))
         return 0
@@ -282,7 +285,7 @@ def cmd_compress(a) -> int:
               f"bound {r['bound_bpd']:.4f}){flag}")
     t = rep["total"]
     print(f"total: {t['bytes']} bytes, {t['bpd']:.4f} bits/dim (net of {t['initial_bits']} initial bits: "
-          f"{t['net_bpd']:.4f}; bound at T={t['T']}: {t['bound_bpd']:.4f}) in {t['encode_s']:.1f} s -> {a.out}")
+          f"{t['net_bpd']:.4f}; bound at T={t['T']}, {t['grid']} steps: {t['bound_bpd']:.4f}) in {t['encode_s']:.1f} s -> {a.out}")
     return 0
 
 

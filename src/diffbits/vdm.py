@@ -73,11 +73,14 @@ class VDM(nn.Module):
         eps: Tensor | None = None,
         eps_0: Tensor | None = None,
         generator: torch.Generator | None = None,
+        grid: Tensor | None = None,
     ) -> B.BoundTerms:
         """Negative ELBO terms for integer data ``x`` of shape (B, *data_shape).
 
         ``t``, ``eps`` (diffusion noise) and ``eps_0`` (noise of z_0) may be given to
-        compare two models on the same draw; otherwise t is antithetic.
+        compare two models on the same draw; otherwise t is antithetic. ``grid``: the
+        T + 1 levels of a discrete chain from gamma(0) to gamma(1) (the codec's rate-optimal
+        ones), used in place of the T steps uniform in t.
         """
         self._check(x)
         batch, dev = x.shape[0], x.device
@@ -95,18 +98,27 @@ class VDM(nn.Module):
 
         if t is None:
             t = B.antithetic_times(batch, generator=generator, device=dev)
-        if T:  # discrete time: t in {1/T, ..., 1}, s = t - 1/T
+        if grid is not None:  # step i of the chain through the grid's levels, i uniform in 1..T
+            T = len(grid) - 1
+            i = torch.floor(t * T).clamp(0, T - 1).long() + 1
+            grid = grid.to(dev, f.dtype)
+        elif T:  # discrete time: t in {1/T, ..., 1}, s = t - 1/T
             t = (torch.floor(t * T).clamp(0, T - 1) + 1) / T
         eps = randn() if eps is None else eps
         grad_scale = None
-        if self.variance_min and self.schedule.has_interior and torch.is_grad_enabled():
+        if self.variance_min and self.schedule.has_interior and torch.is_grad_enabled() and grid is None:
             grad_scale = torch.zeros(batch, device=dev, dtype=f.dtype)
-        gamma_t, dgamma_t = self.schedule.gamma_and_derivative(t, grad_scale)
+        if grid is not None:
+            gamma_t, dgamma_t = grid[i], None
+        else:
+            gamma_t, dgamma_t = self.schedule.gamma_and_derivative(t, grad_scale)
         alpha_t, sigma_t = alpha_sigma(gamma_t)
         shape = (batch,) + (1,) * (f.dim() - 1)
         z_t = alpha_t.view(shape) * f + sigma_t.view(shape) * eps
         eps_hat = self.eps_hat(z_t, gamma_t, cond)
-        if T:
+        if grid is not None:
+            diffusion = B.diffusion_discrete(eps, eps_hat, gamma_t, grid[i - 1], T)
+        elif T:
             gamma_s, _ = self.schedule.gamma_and_derivative(t - 1.0 / T, grad_scale)
             diffusion = B.diffusion_discrete(eps, eps_hat, gamma_t, gamma_s, T)
         else:

@@ -7,7 +7,8 @@ Bit-Swap order (Kingma et al. 2019), so only ``z_0`` of the first batch needs in
              z_T -> N(0, I)
     decode:  the same steps in reverse, swapping "<-" (decode, pop) and "->" (encode, push).
 
-The expected net code length is the negative ELBO of the T-step chain, the bound ``VDM.bound(x, T)``.
+The expected net code length is the negative ELBO of the T-step chain, the bound ``VDM.bound(x, T)``
+(steps uniform in t), or ``VDM.bound(x, grid=...)`` for the rate-optimal levels of ``codec.grid``.
 With ``s = t_i-1``, ``t = t_i`` and ``c = -expm1(gamma_s - gamma_t)``:
 ``q(z_t | z_s) = N(alpha_t/alpha_s z_s, sigma_t^2 c)``, and
 ``p(z_s | z_t) = N(alpha_s/alpha_t (z_t - sigma_t c eps_hat(z_t)), sigma_s^2 c)`` (SPEC 1, the sampler).
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..bound import SOFTMAX_MAX_LEVELS, bin_centres, data_to_signal
 from ..step_schedules import gamma_of
+from .grid import knot_gammas
 
 __all__ = ["Chain", "BitsBackCoder", "OutOfRange", "CodingError"]
 
@@ -68,7 +70,7 @@ class OutOfRange(CodingError):
 class Chain:
     """Float64 constants of the T-step chain, derived from the schedule alone."""
 
-    gamma: np.ndarray  # (T+1,) gamma at t_i = i / T
+    gamma: np.ndarray  # (T+1,) gamma at t_i = i / T, or at the rate-optimal knots (codec.grid)
     alpha: np.ndarray
     sigma: np.ndarray
     c: np.ndarray  # c[i] = -expm1(gamma_i-1 - gamma_i), c[0] unused
@@ -78,11 +80,19 @@ class Chain:
     def from_schedule(cls, schedule, T: int, resolution: float) -> "Chain":
         if T < 1:
             raise ValueError(f"T must be at least 1, got {T}")
-        if resolution <= 0:
-            raise ValueError(f"resolution must be positive, got {resolution}")
         gamma = gamma_of(schedule, torch.arange(T + 1, dtype=torch.float64) / T).numpy()
         if not np.all(np.diff(gamma) > 0):
             raise ValueError("the schedule's gamma is not strictly increasing on the T-step grid; use a smaller T")
+        return cls.from_gammas(gamma, resolution)
+
+    @classmethod
+    def from_gammas(cls, gamma: np.ndarray, resolution: float) -> "Chain":
+        """The chain through the levels ``gamma`` (increasing, float64; T + 1 of them)."""
+        gamma = np.asarray(gamma, dtype=np.float64)
+        if len(gamma) < 2 or not np.all(np.diff(gamma) > 0):
+            raise ValueError("a chain needs at least two strictly increasing levels")
+        if resolution <= 0:
+            raise ValueError(f"resolution must be positive, got {resolution}")
         alpha, sigma = np.sqrt(expit(-gamma)), np.sqrt(expit(gamma))
         c = np.concatenate([[np.nan], -np.expm1(gamma[:-1] - gamma[1:])])
         q_std = np.concatenate([[sigma[0]], sigma[1:] * np.sqrt(c[1:])])  # z_i decoded with q
@@ -190,13 +200,18 @@ class BitsBackCoder:
     ``encode(x) -> (words, report)`` and ``decode(words, report["layout"]) -> x``."""
 
     def __init__(self, model, T: int = 100, resolution: float = 4.0, batch: int = 64, initial_examples: int = 2,
-                 progress: bool = False):
+                 progress: bool = False, knots=None):
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         self.model, self.T, self.batch, self.progress = model, int(T), int(batch), progress
         self.resolution, self.initial_examples = float(resolution), int(initial_examples)
         self.levels, self.shape = model.levels, tuple(model.data_shape)
-        self.chain = Chain.from_schedule(model.schedule, self.T, resolution)
+        if knots is None:  # steps uniform in t
+            self.chain = Chain.from_schedule(model.schedule, self.T, resolution)
+        else:  # lattice indices from codec.grid
+            self.chain = Chain.from_gammas(knot_gammas(model.schedule, knots), resolution)
+            if self.chain.T != self.T:
+                raise ValueError(f"{len(knots)} knots make a {self.chain.T}-step chain, not T = {self.T}")
         self.device = model.schedule.gamma_0.device
         self._gammas = torch.as_tensor(self.chain.gamma, dtype=torch.float32)
 

@@ -7,6 +7,7 @@ with deflate instead and flagged. Nothing is written until everything has been c
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 import time
@@ -22,6 +23,7 @@ from ..data import DataError
 from ..train import load_run
 from .bitsback import BitsBackCoder, CodingError, OutOfRange
 from .container import ContainerError, array_digest, fingerprint, pack, unpack
+from .grid import knot_gammas, rate_optimal_knots
 from .items import examples_of, read_item, restore, write_item
 
 __all__ = ["compress", "decompress", "model_fingerprint"]
@@ -46,24 +48,39 @@ def _inflate(blob: bytes) -> dict[str, np.ndarray]:
         return {("" if k == "_" else k): z[k] for k in z.files}
 
 
+GRIDS = ("auto", "rate-optimal", "uniform-t")
+
+
+def _knots(header: dict):
+    steps = header.get("knot_steps")
+    return None if steps is None else np.concatenate([[0], np.cumsum(steps)]).tolist()
+
+
 @torch.no_grad()
-def _bound_bpd(model, x: np.ndarray, T: int, draws: int, seed: int = 0) -> np.ndarray:
+def _bound_bpd(model, x: np.ndarray, T: int, draws: int, seed: int = 0, knots=None) -> np.ndarray:
     """The model's T-step bound per example (bits/dim), its time stratified into ``draws`` strata
-    per example (``draws = T``: every step once, exact in t)."""
+    per example (``draws = T``: every step once, exact in t); on the chain through ``knots``
+    (``codec.grid``) when given."""
+    grid = None if knots is None else torch.from_numpy(knot_gammas(model.schedule, knots))
     g = torch.Generator().manual_seed(seed)
     out = np.zeros(len(x))
     for a in range(0, len(x), 256):
         xb = torch.as_tensor(x[a:a + 256])
         t = [(j + torch.rand(len(xb), generator=g, dtype=torch.float64)) / draws for j in range(draws)]
-        out[a:a + 256] = torch.stack([model.bound(xb, T=T, t=tj.float(), generator=g).bpd for tj in t]).mean(0).numpy()
+        out[a:a + 256] = torch.stack([model.bound(xb, T=T, t=tj.float(), generator=g, grid=grid).bpd for tj in t]).mean(0).numpy()
     return out
 
 
 @torch.no_grad()
 def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution: float = 4.0, batch: int = 64,
-             draws: int = 4, progress: bool = False) -> dict:
+             draws: int = 4, progress: bool = False, grid: str = "auto") -> dict:
     """Compress ``inputs`` into ``out`` with the model of ``run``; returns the report
-    ``{"items": [...], "total": {...}}`` (bits/dim actual, net of initial bits, and the bound)."""
+    ``{"items": [...], "total": {...}}`` (bits/dim actual, net of initial bits, and the bound).
+    ``grid``: where the T steps go: ``rate-optimal`` (``codec.grid``, chosen for these inputs
+    and kept in the header), ``uniform-t``, or ``auto``: rate-optimal when its expected saving
+    is more than twice what its knots add to the header (large inputs), else uniform-t."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
     cfg, model = load_run(run, "cpu")
     shape, levels = tuple(model.data_shape), model.levels
     if len(set(p.name for p in map(Path, inputs))) != len(inputs):
@@ -78,7 +95,15 @@ def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution:
             spec["sha256"], spec["examples"] = array_digest(arrays[spec["key"]]), len(x)
             xs.append(x)
         items.append({"meta": meta, "arrays": arrays, "x": np.concatenate(xs) if xs else np.zeros((0,) + shape, np.int64)})
-    coder = BitsBackCoder(model, T=T, resolution=resolution, batch=batch, progress=progress)
+    knots = None
+    if grid != "uniform-t" and any(len(it["x"]) for it in items):
+        x_all = np.concatenate([it["x"] for it in items])
+        knots, saving = rate_optimal_knots(model, x_all, T)
+        knots = knots.tolist()
+        header_bits = 8 * len(zlib.compress(json.dumps(np.diff(knots).tolist()).encode(), 9))
+        if grid == "auto" and saving * x_all[0].size * len(x_all) < 2 * header_bits:
+            knots = None  # the expected saving would not pay for the knots in the header
+    coder = BitsBackCoder(model, T=T, resolution=resolution, batch=batch, progress=progress, knots=knots)
     coded = [i for i, it in enumerate(items) if len(it["x"])]
     words, rep, t_enc, t_dec = _EMPTY_STREAM
     for _ in range(4):  # encode, verify, drop what failed, again
@@ -111,15 +136,16 @@ def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution:
     blobs = [_deflate(it["arrays"]) if it["fallback"] else b"" for it in items]
     header = {"model": model_fingerprint(cfg, model), "levels": levels, "shape": list(shape), "T": T,
               "resolution": resolution, "batch": batch, "layout": rep["layout"],
+              "knot_steps": None if knots is None else np.diff(knots).tolist(),
               "items": [dict(it["meta"], fallback=it["fallback"]) for it in items]}
     data = pack(header, words, blobs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, lambda fh: fh.write(data))
-    return _report(items, coded, rep, words, data, blobs, model, T, draws, t_enc, t_dec)
+    return _report(items, coded, rep, words, data, blobs, model, T, draws, t_enc, t_dec, knots)
 
 
-def _report(items, coded, rep, words, data, blobs, model, T, draws, t_enc, t_dec) -> dict:
+def _report(items, coded, rep, words, data, blobs, model, T, draws, t_enc, t_dec, knots) -> dict:
     dims_per = model.dims
     n_coded = sum(len(items[i]["x"]) for i in coded)
     warm = rep["layout"]["warm"] if rep["layout"] else 0
@@ -139,7 +165,7 @@ def _report(items, coded, rep, words, data, blobs, model, T, draws, t_enc, t_dec
             at += n
         else:
             net = 8.0 * len(blobs[i])
-        bound = float(_bound_bpd(model, it["x"], T, draws).mean()) if n else float("nan")
+        bound = float(_bound_bpd(model, it["x"], T, draws, knots=knots).mean()) if n else float("nan")
         bpd = (net + shared * dims / max(total_dims, 1)) / max(dims, 1)
         rows.append({"name": it["meta"]["name"], "examples": n, "dims": dims, "fallback": it["fallback"],
                      "bpd": bpd, "net_bpd": net / max(dims, 1), "bound_bpd": bound, "overhead_bpd": bpd - bound,
@@ -152,7 +178,7 @@ def _report(items, coded, rep, words, data, blobs, model, T, draws, t_enc, t_dec
              "bound_bpd": bound_all, "initial_bits": 32 * rep["initial_words"],
              "warm_examples": warm, "warm_bits": 32 * rep["warm_words"],
              "fallback_items": sum(r["fallback"] for r in rows), "T": T,
-             "encode_s": t_enc, "verify_s": t_dec,
+             "grid": "uniform-t" if knots is None else "rate-optimal", "encode_s": t_enc, "verify_s": t_dec,
              "encode_examples_per_s": n_coded / t_enc if t_enc else None}
     total["overhead_bpd"] = total["bpd"] - total["bound_bpd"]
     return {"items": rows, "total": total}
@@ -172,7 +198,8 @@ def decompress(path: Path, run: Path, out_dir: Path, progress: bool = False) -> 
     shape = tuple(header["shape"])
     metas = header["items"]
     n = [sum(s["examples"] for s in m["arrays"]) if not m["fallback"] else 0 for m in metas]
-    coder = BitsBackCoder(model, T=header["T"], resolution=header["resolution"], batch=header["batch"], progress=progress)
+    coder = BitsBackCoder(model, T=header["T"], resolution=header["resolution"], batch=header["batch"], progress=progress,
+                          knots=_knots(header))
     try:
         x = coder.decode(words, header["layout"]) if sum(n) else np.zeros((0,) + shape)
     except (CodingError, ValueError, OverflowError) as e:
