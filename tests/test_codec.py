@@ -133,6 +133,18 @@ def test_every_grid_round_trips_and_the_file_says_which(run, tmp_path, capsys, m
     assert np.array_equal(np.load(tmp_path / "back" / "a.npy"), _digits(6))
 
 
+def test_auto_grid_keeps_uniform_steps_beyond_the_lattice_and_rate_optimal_refuses(run, tmp_path, capsys):
+    from diffbits.codec.grid import LATTICE
+
+    np.save(tmp_path / "a.npy", _digits(1))
+    args = ["compress", str(run), str(tmp_path / "a.npy"), "-o", str(tmp_path / "a.dbits"), "--T", str(LATTICE + 1),
+            "--draws", "1", "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["grid"] == "uniform-t"
+    assert main([*args, "--grid", "rate-optimal"]) == 2
+    assert "at most 1024 steps" in capsys.readouterr().err
+
+
 @pytest.fixture()
 def packed(run, tmp_path):
     np.save(tmp_path / "a.npy", _digits(3))

@@ -23,7 +23,7 @@ from ..data import DataError
 from ..train import load_run
 from .bitsback import BitsBackCoder, CodingError, OutOfRange
 from .container import ContainerError, array_digest, fingerprint, pack, unpack
-from .grid import knot_gammas, rate_optimal_knots
+from .grid import LATTICE, knot_gammas, rate_optimal_knots
 from .items import examples_of, read_item, restore, write_item
 
 __all__ = ["compress", "decompress", "model_fingerprint"]
@@ -78,9 +78,12 @@ def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution:
     ``{"items": [...], "total": {...}}`` (bits/dim actual, net of initial bits, and the bound).
     ``grid``: where the T steps go: ``rate-optimal`` (``codec.grid``, chosen for these inputs
     and kept in the header), ``uniform-t``, or ``auto``: rate-optimal when its expected saving
-    is more than twice what its knots add to the header (large inputs), else uniform-t."""
+    is more than twice what its knots add to the header (large inputs) and T fits the lattice
+    (``codec.grid.LATTICE`` steps), else uniform-t."""
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    if grid == "rate-optimal" and T > LATTICE:
+        raise ValueError(f"--grid rate-optimal places at most {LATTICE} steps, got T = {T}; use --grid uniform-t")
     cfg, model = load_run(run, "cpu")
     shape, levels = tuple(model.data_shape), model.levels
     if len(set(p.name for p in map(Path, inputs))) != len(inputs):
@@ -96,7 +99,7 @@ def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution:
             xs.append(x)
         items.append({"meta": meta, "arrays": arrays, "x": np.concatenate(xs) if xs else np.zeros((0,) + shape, np.int64)})
     knots = None
-    if grid != "uniform-t" and any(len(it["x"]) for it in items):
+    if grid != "uniform-t" and T <= LATTICE and any(len(it["x"]) for it in items):  # auto: uniform above
         x_all = np.concatenate([it["x"] for it in items])
         knots, saving = rate_optimal_knots(model, x_all, T)
         knots = knots.tolist()
