@@ -27,10 +27,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from report import append_results, header  # noqa: E402
+
 from diffbits.cli import main as cli  # noqa: E402
 from diffbits.config import RunConfig, apply_overrides  # noqa: E402
 from diffbits.train import train  # noqa: E402
-from report import append_results, header  # noqa: E402
 
 RATE = 16000
 CACHE = HERE / ".cache" / "audio"

@@ -22,10 +22,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from diffbits.codec import compress, decompress  # noqa: E402
-from diffbits.data import load_dataset  # noqa: E402
 from likelihood import codec_rows, datasets  # noqa: E402
 from report import append_results, header  # noqa: E402
+
+from diffbits.codec import compress, decompress  # noqa: E402
+from diffbits.data import load_dataset  # noqa: E402
 
 RUNS = HERE / ".cache" / "likelihood"
 

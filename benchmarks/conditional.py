@@ -22,12 +22,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from report import append_results, header  # noqa: E402
+
 from diffbits.config import RunConfig, apply_overrides  # noqa: E402
 from diffbits.data import load_dataset  # noqa: E402
 from diffbits.evaluate import evaluate  # noqa: E402
 from diffbits.plots import save_grid  # noqa: E402
 from diffbits.train import train  # noqa: E402
-from report import append_results, header  # noqa: E402
 
 RUN = HERE / ".cache" / "conditional" / "digits"
 
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     cfg.train.minutes, cfg.train.steps = a.minutes, 0
     summary = train(cfg, RUN, fresh=True, progress=False)
     run_cfg = RunConfig.load(RUN / "config.json")
-    from diffbits.train import load_run
+    from diffbits.runs import load_run
 
     _, model = load_run(RUN, "cpu")
     test = load_dataset("digits", "test", run_cfg.levels, labels="target")

@@ -22,14 +22,15 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from likelihood import bound, datasets, run_ours  # noqa: E402
+from report import append_results, header  # noqa: E402
+
 from diffbits.bound import data_to_signal  # noqa: E402
 from diffbits.build import build_model  # noqa: E402
 from diffbits.config import ModelConfig  # noqa: E402
 from diffbits.data import load_dataset  # noqa: E402
 from diffbits.nets import cost  # noqa: E402
 from diffbits.schedules import alpha_sigma  # noqa: E402
-from likelihood import bound, datasets, run_ours  # noqa: E402
-from report import append_results, header  # noqa: E402
 
 NETS = {"ScoreUNet": "score_unet", "UNet": "unet", "ContinuousUNet": "continuous_unet"}
 NOISE = (0.1, 0.2, 0.5, 1.0)  # noise std relative to the data range [-1, 1]

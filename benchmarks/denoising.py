@@ -20,11 +20,12 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from diffbits.data import load_dataset  # noqa: E402
-from diffbits.denoise import add_noise, posterior_mean, psnr  # noqa: E402
-from diffbits.train import load_run  # noqa: E402
 from likelihood import MNIST, datasets  # noqa: E402
 from report import append_results, header  # noqa: E402
+
+from diffbits.data import load_dataset  # noqa: E402
+from diffbits.denoise import add_noise, posterior_mean, psnr  # noqa: E402
+from diffbits.runs import load_run  # noqa: E402
 
 SIGMAS = {"digits": (0.5, 1, 2, 4), "mnist": (8, 16, 32, 64)}
 

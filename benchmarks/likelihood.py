@@ -34,12 +34,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from peers import lucidrains  # noqa: E402
+
 from diffbits import __version__ as diffbits_version  # noqa: E402
 from diffbits.config import RunConfig, apply_overrides  # noqa: E402
 from diffbits.data import Dataset, load_dataset  # noqa: E402
 from diffbits.evaluate import evaluate  # noqa: E402
 from diffbits.train import Trainer  # noqa: E402
-from peers import lucidrains  # noqa: E402
 
 MNIST = "/work/shared/data/mnist10k.npz"
 CONFIGS = HERE.parent / "configs"  # ours: configs/<dataset>.json, then --ours-set

@@ -16,11 +16,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from report import append_results, header  # noqa: E402
+
 from diffbits.data import load_dataset  # noqa: E402
 from diffbits.evaluate import evaluate  # noqa: E402
 from diffbits.ode_likelihood import evaluate_ode  # noqa: E402
-from diffbits.train import load_run  # noqa: E402
-from report import append_results, header  # noqa: E402
+from diffbits.runs import load_run  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -31,16 +31,19 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from peers.samplers import PEERS, MissingPeer  # noqa: E402
+from report import append_results, header  # noqa: E402
+
 from diffbits.bound import data_to_signal  # noqa: E402
 from diffbits.config import RunConfig  # noqa: E402
 from diffbits.data import load_dataset  # noqa: E402
-from diffbits.samplers import SAMPLERS, randn_like, steps_for_nfe  # noqa: E402
+from diffbits.grids import FIXED, fixed_grid  # noqa: E402
+from diffbits.runs import load_run  # noqa: E402
+from diffbits.samplers import SAMPLERS, steps_for_nfe  # noqa: E402
 from diffbits.schedules import Cosine, alpha_sigma  # noqa: E402
 from diffbits.score_optimal import probe_costs, score_optimal  # noqa: E402
-from diffbits.step_schedules import FIXED, fixed_grid  # noqa: E402
-from diffbits.train import Trainer, load_run  # noqa: E402
-from peers.samplers import PEERS, MissingPeer  # noqa: E402
-from report import append_results, header  # noqa: E402
+from diffbits.tensors import randn_like  # noqa: E402
+from diffbits.train import Trainer  # noqa: E402
 
 CACHE = HERE / ".cache" / "sampling"
 MNIST = "/work/shared/data/mnist10k.npz"

@@ -23,15 +23,17 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from likelihood import datasets  # noqa: E402
+from report import append_results, header  # noqa: E402
+from sampling import feature_net, frechet  # noqa: E402
+
 from diffbits.bound import data_to_signal  # noqa: E402
 from diffbits.config import RunConfig, apply_overrides  # noqa: E402
 from diffbits.data import load_dataset  # noqa: E402
 from diffbits.evaluate import evaluate  # noqa: E402
+from diffbits.runs import load_run  # noqa: E402
 from diffbits.soft import wasserstein_grid  # noqa: E402
-from diffbits.train import load_run, train  # noqa: E402
-from likelihood import datasets  # noqa: E402
-from report import append_results, header  # noqa: E402
-from sampling import feature_net, frechet  # noqa: E402
+from diffbits.train import train  # noqa: E402
 
 CACHE = HERE / ".cache" / "soft"
 

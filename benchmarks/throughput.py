@@ -38,12 +38,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from diffbits.config import RunConfig, apply_overrides  # noqa: E402
-from diffbits.data import Dataset, load_dataset  # noqa: E402
-from diffbits.train import Trainer  # noqa: E402
 from likelihood import CONFIGS, MNIST, datasets  # noqa: E402
 from peers import addtt, lucidrains  # noqa: E402
 from report import append_results, header  # noqa: E402
+
+from diffbits.config import RunConfig, apply_overrides  # noqa: E402
+from diffbits.data import Dataset, load_dataset  # noqa: E402
+from diffbits.train import Trainer  # noqa: E402
 
 DIM_MULTS = (1, 2)  # the downsampling pair: one downsampling, 8x8 -> 4x4, 28x28 -> 14x14
 

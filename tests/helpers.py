@@ -1,5 +1,4 @@
 """Shared test helpers: exact denoisers and data of known entropy."""
-import math
 
 import torch
 

@@ -117,7 +117,8 @@ def test_report_gives_rates_and_the_bound(run, tmp_path, capsys):
 def test_every_grid_round_trips_and_the_file_says_which(run, tmp_path, capsys, monkeypatch, grid, saving):
     """The rate-optimal knots travel in the header; auto takes them only when their expected
     saving (here stubbed: 0 or 10 bits/dim) pays twice for their header bytes."""
-    from diffbits.codec import files, grid as grid_module
+    from diffbits.codec import files
+    from diffbits.codec import rate_optimal as grid_module
 
     if saving is not None:
         def stub(model, x, T, **kw):
@@ -134,7 +135,7 @@ def test_every_grid_round_trips_and_the_file_says_which(run, tmp_path, capsys, m
 
 
 def test_auto_grid_keeps_uniform_steps_beyond_the_lattice_and_rate_optimal_refuses(run, tmp_path, capsys):
-    from diffbits.codec.grid import LATTICE
+    from diffbits.codec.rate_optimal import LATTICE
 
     np.save(tmp_path / "a.npy", _digits(1))
     args = ["compress", str(run), str(tmp_path / "a.npy"), "-o", str(tmp_path / "a.dbits"), "--T", str(LATTICE + 1),

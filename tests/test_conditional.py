@@ -9,7 +9,8 @@ from PIL import Image
 from diffbits.cli import main
 from diffbits.config import RunConfig, apply_overrides
 from diffbits.data import DataError, load_dataset
-from diffbits.train import Trainer, load_run, train
+from diffbits.runs import load_run
+from diffbits.train import Trainer, train
 
 SMALL = ["model.width=16", "model.depth=1", "train.batch_size=32", "train.log_every=1", "train.sample_steps=3",
          "train.warmup=1"]

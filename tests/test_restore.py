@@ -11,12 +11,19 @@ from diffbits.bound import data_to_signal
 from diffbits.build import default_gamma_0
 from diffbits.cli import main
 from diffbits.data import load_dataset
-from diffbits.denoise import (NoiseLevelError, add_noise, grid_from, noise_gamma, posterior_mean,
-                              posterior_samples, psnr)
+from diffbits.denoise import (
+    NoiseLevelError,
+    add_noise,
+    grid_from,
+    noise_gamma,
+    posterior_mean,
+    posterior_samples,
+    psnr,
+)
+from diffbits.grids import fixed_grid
 from diffbits.inpaint import inpaint, renoise
 from diffbits.samplers import SAMPLERS
 from diffbits.schedules import FixedLinear, alpha_sigma
-from diffbits.step_schedules import fixed_grid
 from diffbits.train import train
 
 from .helpers import ExactCategoricalDenoiser

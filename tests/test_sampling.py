@@ -7,10 +7,10 @@ import torch
 from scipy.optimize import brentq
 
 from diffbits import VDM
+from diffbits.grids import FIXED, Grid, fixed_grid
 from diffbits.samplers import SAMPLERS, steps_for_nfe
 from diffbits.schedules import FixedLinear, MonotoneNet, alpha_sigma
 from diffbits.score_optimal import score_optimal
-from diffbits.step_schedules import FIXED, Grid, fixed_grid
 
 S_DATA = 0.5  # data ~ N(0, S_DATA^2) per coordinate, in signal space
 

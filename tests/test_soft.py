@@ -11,6 +11,7 @@ from diffbits.schedules import FixedLinear
 from diffbits.soft import SoftDiffusion, momentum
 from diffbits.vdm import VDM
 
+
 def sched():
     return FixedLinear(-7.0, 5.0)
 

@@ -7,7 +7,8 @@ import torch
 from diffbits.checkpoint import CHECKPOINT, load_checkpoint
 from diffbits.cli import main
 from diffbits.config import RunConfig, apply_overrides
-from diffbits.train import RunExists, Trainer, TrainingDiverged, train
+from diffbits.errors import RunExists, TrainingDiverged
+from diffbits.train import Trainer, train
 
 TINY = ["model.width=8", "model.depth=1", "train.batch_size=16", "train.log_every=1", "train.sample_steps=5"]
 
@@ -112,7 +113,7 @@ def test_cli_reports_bad_data_clearly(tmp_path, capsys):
 
 def test_sampling_is_deterministic_under_a_seed(tmp_path):
     train(tiny_config(2), tmp_path / "s", progress=False)
-    from diffbits.train import load_run
+    from diffbits.runs import load_run
 
     _, model = load_run(tmp_path / "s")
     draw = [model.sample(3, 10, generator=torch.Generator().manual_seed(7)) for _ in range(2)]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from diffbits.grids import gamma_of
 from diffbits.schedules import alpha_sigma
-from diffbits.step_schedules import gamma_of
 
 
 class MissingPeer(RuntimeError):

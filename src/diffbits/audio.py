@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError
+from .errors import DataError
 
 __all__ = ["read_wav", "wav_bytes", "crops"]
 

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .tensors import sum_dims
+
 __all__ = [
     "BoundTerms",
     "nats_to_bpd",
@@ -21,7 +23,6 @@ __all__ = [
     "signal_to_data",
     "bin_centres",
     "antithetic_times",
-    "sum_dims",
     "prior_kl",
     "recon_nll",
     "diffusion_continuous",
@@ -84,10 +85,6 @@ def antithetic_times(batch: int, generator: torch.Generator | None = None, devic
     """Low-discrepancy times ``t_i = (u + i/B) mod 1`` for one ``u ~ U(0, 1)``."""
     u = torch.rand((), generator=generator, device=generator.device if generator else device).to(device)
     return torch.remainder(u + torch.arange(batch, device=device) / batch, 1.0)
-
-
-def sum_dims(v: Tensor) -> Tensor:
-    return v.flatten(1).sum(1)
 
 
 def prior_kl(f: Tensor, gamma_1: Tensor) -> Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 
 from .config import ModelConfig
-from .nets import ContinuousUNet, ResidualMLP, ScoreUNet, UNet, fourier_periods
 from .corruptions import BlurSchedule, Corruption
+from .nets import ContinuousUNet, ResidualMLP, ScoreUNet, UNet, fourier_periods
 from .schedules import build_schedule
 from .soft import SoftDiffusion
 from .vdm import VDM

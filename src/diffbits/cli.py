@@ -143,7 +143,7 @@ def _eval_ode(a, model, data, split: str) -> int:
 def cmd_eval(a) -> int:
     from .data import load_dataset
     from .evaluate import evaluate
-    from .train import load_run
+    from .runs import load_run
 
     cfg, model = load_run(a.run, a.device)
     split = _split(a.data, a.split)
@@ -186,9 +186,9 @@ def cmd_sample(a) -> int:
     import numpy as np
     import torch
 
+    from .grids import Grid
     from .plots import save_grid
-    from .step_schedules import Grid
-    from .train import load_run
+    from .runs import load_run
 
     cfg, model = load_run(a.run, a.device)
     grid = Grid.load(a.schedule) if a.schedule.endswith(".json") else a.schedule
@@ -213,10 +213,10 @@ def cmd_schedule(a) -> int:
 
     from .bound import data_to_signal
     from .data import load_dataset
+    from .grids import FIXED, fixed_grid
     from .plots import plot_step_grid
+    from .runs import load_run
     from .score_optimal import score_optimal
-    from .step_schedules import FIXED, fixed_grid
-    from .train import load_run
 
     cfg, model = load_run(a.run, a.device)
     blur = cfg.model.process == "blur"
@@ -435,7 +435,7 @@ def _write_examples(path: Path, x, levels: int, **extra) -> Path:
 
 
 def _restore_grid(a):
-    from .step_schedules import Grid
+    from .grids import Grid
 
     return Grid.load(a.schedule) if a.schedule.endswith(".json") else a.schedule
 
@@ -456,7 +456,7 @@ def cmd_denoise(a) -> int:
     import torch
 
     from .denoise import noise_gamma, posterior_mean, posterior_samples, psnr
-    from .train import load_run
+    from .runs import load_run
 
     if a.samples < 0:
         raise ValueError(f"--samples must be 0 (the posterior mean) or more, got {a.samples}")
@@ -492,7 +492,7 @@ def cmd_inpaint(a) -> int:
     import torch
 
     from .inpaint import inpaint
-    from .train import load_run
+    from .runs import load_run
 
     if a.n < 1:
         raise ValueError(f"--n must be at least 1, got {a.n}")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .schedules import Schedule, alpha_sigma
+from .tensors import append_dims
 
 __all__ = ["dct_matrix", "DCT", "BlurSchedule", "Corruption"]
 
@@ -63,7 +64,7 @@ class DCT(nn.Module):
 
     def heat(self, x: Tensor, tau: Tensor | float) -> Tensor:
         """The heat equation run for time ``tau`` (reflecting boundaries): ``V exp(-Lambda tau) V^T x``."""
-        tau = torch.as_tensor(tau, dtype=x.dtype, device=x.device).reshape((-1,) + (1,) * (x.dim() - 1))
+        tau = append_dims(torch.as_tensor(tau, dtype=x.dtype, device=x.device).reshape(-1), x.dim())
         return self.inverse(torch.exp(-self.lam.to(x.dtype) * tau) * self(x))
 
 
@@ -105,23 +106,24 @@ class Corruption(nn.Module):
         shaped (B, 1, *spatial) to broadcast over channels."""
         gamma, dgamma = self.schedule.gamma_and_derivative(t)
         tau, dtau = self.blur(t)
-        view = (-1,) + (1,) * len(self.data_shape)
+        n = 1 + len(self.data_shape)
         lam = self.dct.lam.to(gamma.dtype)
-        return gamma.view(view) + 2 * lam * tau.view(view), dgamma.view(view) + 2 * lam * dtau.view(view)
+        return (append_dims(gamma, n) + 2 * lam * append_dims(tau, n),
+                append_dims(dgamma, n) + 2 * lam * append_dims(dtau, n))
 
     def multiplier(self, t: Tensor) -> Tensor:
         """``C_t`` in the DCT basis: ``alpha_t exp(-Lambda tau_t)``, (B, 1, *spatial)."""
         gamma = self.schedule(t)
         tau, _ = self.blur(t)
-        view = (-1,) + (1,) * len(self.data_shape)
+        n = 1 + len(self.data_shape)
         alpha = torch.ones_like(gamma) if self.variance_exploding else alpha_sigma(gamma)[0]
-        return alpha.view(view) * torch.exp(-self.dct.lam.to(gamma.dtype) * tau.view(view))
+        return append_dims(alpha, n) * torch.exp(-self.dct.lam.to(gamma.dtype) * append_dims(tau, n))
 
     def noise_std(self, t: Tensor) -> Tensor:
         """``s_t = sigma_t`` (variance exploding: ``sigma_t / alpha_t = exp(gamma_t / 2)``), (B, 1, ..., 1)."""
         gamma = self.schedule(t)
         s = torch.exp(gamma / 2) if self.variance_exploding else alpha_sigma(gamma)[1]
-        return s.view((-1,) + (1,) * len(self.data_shape))
+        return append_dims(s.reshape(-1), 1 + len(self.data_shape))
 
     def apply_C(self, x: Tensor, t: Tensor) -> Tensor:
         return self.dct.inverse(self.multiplier(t).to(x.dtype) * self.dct(x))

@@ -25,16 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import DataError
+
 __all__ = ["Dataset", "DataError", "load_dataset", "DIGITS_TRAIN"]
 
 DIGITS_TRAIN = 1500  # digits: first 1500 train, last 297 test
 AUDIO_CROP = 8192  # samples per example of a WAV folder
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _SLICE = re.compile(r"^(?P<base>.*)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and the problem."""
 
 
 @dataclass

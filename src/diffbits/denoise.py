@@ -25,16 +25,14 @@ import torch
 from torch import Tensor
 
 from . import bound as B
-from .samplers import get_sampler, randn_like
+from .errors import NoiseLevelError
+from .grids import Grid, fixed_grid, gamma_of, gamma_to_t
+from .samplers import get_sampler
 from .schedules import alpha_sigma
-from .step_schedules import Grid, fixed_grid, gamma_of, gamma_to_t
+from .tensors import randn_like
 
 __all__ = ["NoiseLevelError", "noise_gamma", "observe", "posterior_mean", "posterior_samples", "grid_from",
            "add_noise", "psnr", "eps_fn_of"]
-
-
-class NoiseLevelError(ValueError):
-    """The noise level lies outside the model's schedule: too little or too much noise for it."""
 
 
 def _check_model(model) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch import distributed as dist
 
-__all__ = ["World", "init", "shutdown", "micro_slices", "all_sum", "from_main", "barrier"]
+__all__ = ["pick_device", "World", "init", "shutdown", "micro_slices", "all_sum", "from_main", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,8 @@ class World:
         return self.size > 1
 
 
-def _device(name: str, local_rank: int) -> torch.device:
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: this process's GPU when there is one, else the CPU; ``cuda`` means ``cuda:LOCAL_RANK``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
@@ -50,7 +51,7 @@ def init(device: str = "auto") -> tuple[World, torch.device]:
     """Join torchrun's process group when there is one; else a world of one process."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _device(device, local_rank)
+    dev = pick_device(device, local_rank)
     if size == 1:
         return World(), dev
     if dev.type == "cuda":

@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 
 from . import bound as B
 from .denoise import _check_model, eps_fn_of
-from .samplers import get_sampler, randn_like
+from .grids import Grid, fixed_grid
+from .samplers import get_sampler
 from .schedules import alpha_sigma
-from .step_schedules import Grid, fixed_grid
+from .tensors import randn_like
 
 __all__ = ["inpaint", "renoise"]
 

@@ -51,21 +51,18 @@ from torch.nn import functional as F
 from torchdiffeq import odeint
 from tqdm.auto import tqdm
 
-from .bound import data_to_signal, nats_to_bpd, sum_dims
+from .bound import data_to_signal, nats_to_bpd
 from .schedules import alpha_sigma
+from .tensors import append_dims, sum_dims
 
 __all__ = ["pf_ode_drift", "ode_nll", "ode_bpd", "evaluate_ode"]
-
-
-def _col(v: Tensor, z: Tensor) -> Tensor:
-    return v.view(-1, *[1] * (z.dim() - 1))
 
 
 def pf_ode_drift(model, z: Tensor, t: Tensor, cond=None) -> Tensor:
     """``f(z, t)`` of eq. (3); ``t`` a scalar or one time per example."""
     gamma, dgamma = model.schedule.gamma_and_derivative(t.to(z.dtype).expand(z.shape[0]))
     _, sigma = alpha_sigma(gamma)
-    return 0.5 * _col(dgamma * sigma, z) * (model.eps_hat(z, gamma, cond) - _col(sigma, z) * z)
+    return 0.5 * append_dims(dgamma * sigma, z.dim()) * (model.eps_hat(z, gamma, cond) - append_dims(sigma, z.dim()) * z)
 
 
 class _Dynamics:
@@ -99,7 +96,7 @@ class _Dynamics:
             eps = self.model.eps_hat(z, gamma, self.cond)
             div_eps = self._div_eps(eps, z)
         c = 0.5 * dgamma * sigma
-        dz = _col(c, z) * (eps.detach() - _col(sigma, z) * z.detach())  # eq. (3)
+        dz = append_dims(c, z.dim()) * (eps.detach() - append_dims(sigma, z.dim()) * z.detach())  # eq. (3)
         ddiv = c[:, None] * (div_eps - sigma[:, None] * z[0].numel())  # eq. (4)
         return dz, ddiv.detach()
 

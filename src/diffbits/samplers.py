@@ -16,17 +16,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .schedules import alpha_sigma
+from .tensors import randn_like
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 Sampler = Callable[..., Tensor]
 
 __all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "steps_for_nfe", "EpsFn"]
-
-
-def randn_like(z: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard normal noise shaped like ``z``, drawn on the generator's device."""
-    dev = generator.device if generator is not None else z.device
-    return torch.randn(z.shape, generator=generator, device=dev, dtype=z.dtype).to(z.device)
 
 
 def _at(gamma: Tensor, z: Tensor) -> Tensor:

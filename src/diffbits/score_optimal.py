@@ -23,9 +23,10 @@ from scipy.interpolate import PchipInterpolator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .samplers import ddim, randn_like
+from .grids import Grid, gamma_of, gamma_to_t
+from .samplers import ddim
 from .schedules import alpha_sigma
-from .step_schedules import Grid, gamma_of, gamma_to_t
+from .tensors import randn_like
 
 __all__ = ["VARIANTS", "probe_costs", "step_costs", "step_lengths", "equal_cost_times", "score_optimal", "blend"]
 

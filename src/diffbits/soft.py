@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from . import bound as B
 from .corruptions import Corruption
 from .precision import NetCall
-from .samplers import randn_like
 from .schedules import alpha_sigma
+from .tensors import append_dims, randn_like, sum_dims
 
 __all__ = ["SoftDiffusion", "naive", "momentum", "SOFT_SAMPLERS", "wasserstein_grid"]
 
@@ -54,8 +54,7 @@ class SoftDiffusion(nn.Module):
 
     def x0_hat(self, x_t: Tensor, t: Tensor) -> Tensor:
         gamma = self.schedule(t)
-        view = (-1,) + (1,) * (x_t.dim() - 1)
-        alpha, sigma = (v.view(view) for v in alpha_sigma(gamma))
+        alpha, sigma = (append_dims(v, x_t.dim()) for v in alpha_sigma(gamma))
         return alpha * x_t - sigma * self.net_call(self.denoiser, x_t, gamma)
 
     def bound(self, x: Tensor, T: int | None = None, cond=None, t: Tensor | None = None, eps: Tensor | None = None,
@@ -75,7 +74,7 @@ class SoftDiffusion(nn.Module):
         u = c.dct(f)
         a2 = c.multiplier(one) ** 2  # per frequency: alpha_1^2 exp(-2 Lambda_k tau_1)
         s2 = torch.sigmoid(self.schedule.gamma_1)
-        prior = 0.5 * B.sum_dims(a2 * u**2 + s2 - torch.log(s2) - 1)
+        prior = 0.5 * sum_dims(a2 * u**2 + s2 - torch.log(s2) - 1)
         eps_0 = randn_like(f, generator) if eps_0 is None else eps_0
         gamma_0 = self.schedule.gamma_0
         alpha_0, sigma_0 = alpha_sigma(gamma_0)
@@ -85,7 +84,7 @@ class SoftDiffusion(nn.Module):
         x_t = c(f, t, eps)
         err = u - c.dct(self.x0_hat(x_t, t))
         gamma_k, dgamma_k = c.gamma_freq(t)
-        diffusion = 0.5 * B.sum_dims(dgamma_k * torch.exp(-gamma_k) * err**2)
+        diffusion = 0.5 * sum_dims(dgamma_k * torch.exp(-gamma_k) * err**2)
         return B.BoundTerms(prior=prior, recon=recon, diffusion=diffusion, dims=self.dims)
 
     def ssm_loss(self, x: Tensor, generator: torch.Generator | None = None, t: Tensor | None = None,
@@ -97,7 +96,7 @@ class SoftDiffusion(nn.Module):
         x_t = c(f, t, randn_like(f, generator) if eps is None else eps)
         gamma, dgamma = self.schedule.gamma_and_derivative(t)
         w = dgamma / (2 * torch.sigmoid(gamma))
-        return w * B.sum_dims(c.apply_C(self.x0_hat(x_t, t) - f, t) ** 2)
+        return w * sum_dims(c.apply_C(self.x0_hat(x_t, t) - f, t) ** 2)
 
     def loss_terms(self, x: Tensor, T: int | None = None, t: Tensor | None = None, eps: Tensor | None = None,
                    eps_0: Tensor | None = None, cond: Tensor | None = None) -> B.BoundTerms:
@@ -174,8 +173,8 @@ def wasserstein_grid(corruption: Corruption, f: Tensor, steps: int, probe: int =
     ``u_t,k ~ N(a_k(t) m_k, a_k(t)^2 v_k + s_t^2)``, so between neighbours
     ``W2^2 = sum_k (a_k - a_k')^2 m_k^2 + (std_k - std_k')^2``. The path's W2 length, cut into
     ``steps`` equal pieces (monotone cubic inverse), gives the grid."""
+    from .grids import Grid, gamma_of
     from .score_optimal import equal_cost_times
-    from .step_schedules import Grid, gamma_of
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -183,7 +182,7 @@ def wasserstein_grid(corruption: Corruption, f: Tensor, steps: int, probe: int =
     m, v = u.mean(0), u.var(0)
     t = torch.linspace(1.0, 0.0, probe, dtype=torch.float64)
     a = corruption.multiplier(t.to(f.dtype)).double()[:, 0]  # (probe, *spatial)
-    s = corruption.noise_std(t.to(f.dtype)).double().view(-1, *[1] * (a.dim() - 1))
+    s = append_dims(corruption.noise_std(t.to(f.dtype)).double().flatten(), a.dim())
     mean, std = a[:, None] * m, (a[:, None] ** 2 * v + s[:, None] ** 2).sqrt()  # (probe, C, *spatial)
     w2 = ((mean[1:] - mean[:-1]) ** 2 + (std[1:] - std[:-1]) ** 2).flatten(1).sum(1)
     times = equal_cost_times(t, w2, steps)

@@ -28,30 +28,17 @@ from .build import build_model
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import Dataset, load_dataset
-from .distributed import World, all_sum, from_main, micro_slices
+from .distributed import World, all_sum, from_main, micro_slices, pick_device
+from .errors import RunExists, TrainingDiverged
+from .grids import Grid, gamma_of
 from .plots import plot_metrics, save_grid
 from .precision import NetCall, resolve_precision
+from .runs import CONFIG, METRICS
 from .score_optimal import blend, score_optimal
-from .step_schedules import Grid, gamma_of
 from .vdm import VDM
 
-__all__ = ["train", "TrainingDiverged", "RunExists", "load_run", "pick_device", "Trainer"]
+__all__ = ["train", "Trainer"]
 
-METRICS = "metrics.jsonl"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class RunExists(FileExistsError):
-    pass
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _param_groups(model: VDM, weight_decay: float) -> list[dict]:
@@ -360,20 +347,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(r + "\n" for r in rows))
 
 
-def load_run(run_dir: Path, device: str = "auto") -> tuple[RunConfig, VDM]:
-    """The EMA model of a run, ready for evaluation or sampling."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir}: not a diffbits run (no config.json)")
-    cfg = RunConfig.load(run_dir / "config.json")
-    dev = pick_device(device)
-    ck = load_checkpoint(run_dir / CHECKPOINT, map_location=dev)
-    model = build_model(cfg.model, tuple(cfg.shape), cfg.levels).to(dev)
-    ema = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
-    model.load_state_dict(ema)
-    return cfg, model.eval()
-
-
 # How an invocation runs, not what it trains: a resumed run takes these from the command line.
 PER_INVOCATION = ("steps", "minutes", "micro_batch", "device", "compile", "channels_last",
                   "checkpoint_every", "checkpoint_minutes")
@@ -389,11 +362,11 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, fresh: bool = Fal
         if resume:
             if not (run_dir / CHECKPOINT).exists():
                 raise FileNotFoundError(f"{run_dir}: nothing to resume (no {CHECKPOINT})")
-            saved = RunConfig.load(run_dir / "config.json")
+            saved = RunConfig.load(run_dir / CONFIG)
             for name in PER_INVOCATION:
                 setattr(saved.train, name, getattr(cfg.train, name))
             cfg = saved
-        elif (run_dir / "config.json").exists() and not fresh:
+        elif (run_dir / CONFIG).exists() and not fresh:
             raise RunExists(f"{run_dir} already holds a run; use --resume to continue it or --fresh to replace it")
         distributed.barrier(world)  # every process has looked before the main one writes
         trainer = Trainer.create(cfg, run_dir, world=world, device=device)
@@ -401,7 +374,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, fresh: bool = Fal
             if fresh and run_dir.exists() and not resume:
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(run_dir / "config.json")
+            cfg.save(run_dir / CONFIG)
         distributed.barrier(world)
         if resume:
             trainer.load()

@@ -9,11 +9,11 @@ from torch import Tensor, nn
 
 from . import bound as B
 from .precision import NetCall
-from .samplers import randn_like
 from .schedules import Schedule, alpha_sigma
+from .tensors import randn_like
 
 if TYPE_CHECKING:
-    from .step_schedules import Grid
+    from .grids import Grid
 
 __all__ = ["VDM"]
 
@@ -167,12 +167,12 @@ class VDM(nn.Module):
         guidance: float = 1.0,
     ) -> Tensor:
         """Draw ``n`` samples with ``sampler`` (``samplers.SAMPLERS``) on ``grid``, a ``Grid``
-        or a step-schedule name (``step_schedules.FIXED``) with ``steps`` steps; ``cond``
+        or a step-schedule name (``grids.FIXED``) with ``steps`` steps; ``cond``
         (class labels, (n,)) with ``guidance`` as in ``guided_eps``. The initial
         noise is drawn first, so a seed gives the same start whatever the grid. Returns
         integer data (decoder argmax), or with ``decode=False`` the signal ``z_0 / alpha_0``."""
+        from .grids import fixed_grid
         from .samplers import get_sampler
-        from .step_schedules import fixed_grid
 
         fn = get_sampler(sampler)
         dev = self.schedule.gamma_0.device

@@ -8,7 +8,7 @@ Bit-Swap order (Kingma et al. 2019), so only ``z_0`` of the first batch needs in
     decode:  the same steps in reverse, swapping "<-" (decode, pop) and "->" (encode, push).
 
 The expected net code length is the negative ELBO of the T-step chain, the bound ``VDM.bound(x, T)``
-(steps uniform in t), or ``VDM.bound(x, grid=...)`` for the rate-optimal levels of ``codec.grid``.
+(steps uniform in t), or ``VDM.bound(x, grid=...)`` for the rate-optimal levels of ``codec.rate_optimal``.
 With ``s = t_i-1``, ``t = t_i`` and ``c = -expm1(gamma_s - gamma_t)``:
 ``q(z_t | z_s) = N(alpha_t/alpha_s z_s, sigma_t^2 c)``, and
 ``p(z_s | z_t) = N(alpha_s/alpha_t (z_t - sigma_t c eps_hat(z_t)), sigma_s^2 c)`` (SPEC 1, the sampler).
@@ -37,8 +37,9 @@ from scipy.special import expit
 from tqdm.auto import tqdm
 
 from ..bound import SOFTMAX_MAX_LEVELS, bin_centres, data_to_signal
-from ..step_schedules import gamma_of
-from .grid import knot_gammas
+from ..errors import CodingError, OutOfRange
+from ..grids import gamma_of
+from .rate_optimal import knot_gammas
 
 __all__ = ["Chain", "BitsBackCoder", "OutOfRange", "CodingError"]
 
@@ -56,21 +57,11 @@ PREFILL_SEED = 0x5EED
 TOP_WORD = 0xD1FFB175  # above the warm start: a non-zero top word for the ANS head
 
 
-class CodingError(RuntimeError):
-    """The chain could not be coded (a symbol fell outside its alphabet, or decoding ran dry)."""
-
-
-class OutOfRange(CodingError):
-    """A latent fell outside the model's alphabet; ``rows`` is the (start, stop) of its batch."""
-
-    rows: tuple[int, int] = (0, 0)
-
-
 @dataclass(frozen=True)
 class Chain:
     """Float64 constants of the T-step chain, derived from the schedule alone."""
 
-    gamma: np.ndarray  # (T+1,) gamma at t_i = i / T, or at the rate-optimal knots (codec.grid)
+    gamma: np.ndarray  # (T+1,) gamma at t_i = i / T, or at the rate-optimal knots (codec.rate_optimal)
     alpha: np.ndarray
     sigma: np.ndarray
     c: np.ndarray  # c[i] = -expm1(gamma_i-1 - gamma_i), c[0] unused
@@ -208,7 +199,7 @@ class BitsBackCoder:
         self.levels, self.shape = model.levels, tuple(model.data_shape)
         if knots is None:  # steps uniform in t
             self.chain = Chain.from_schedule(model.schedule, self.T, resolution)
-        else:  # lattice indices from codec.grid
+        else:  # lattice indices from codec.rate_optimal
             self.chain = Chain.from_gammas(knot_gammas(model.schedule, knots), resolution)
             if self.chain.T != self.T:
                 raise ValueError(f"{len(knots)} knots make a {self.chain.T}-step chain, not T = {self.T}")

@@ -17,16 +17,14 @@ import zlib
 import numpy as np
 import torch
 
+from ..errors import ContainerError
+
 __all__ = ["MAGIC", "VERSION", "ContainerError", "pack", "unpack", "fingerprint", "array_digest"]
 
 MAGIC = b"DBITS\x00"
 VERSION = 2  # 2: the warm start (layout in the header)
 _HEAD = struct.Struct("<HI")
 _DIGEST = 32
-
-
-class ContainerError(ValueError):
-    """A file that is not a valid ``.dbits`` container, or does not belong to this model."""
 
 
 def fingerprint(config: dict, state_dict: dict) -> str:

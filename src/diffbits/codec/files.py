@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from ..checkpoint import write_atomic
-from ..data import DataError
-from ..train import load_run
+from ..errors import DataError
+from ..runs import load_run
 from .bitsback import BitsBackCoder, CodingError, OutOfRange
 from .container import ContainerError, array_digest, fingerprint, pack, unpack
-from .grid import LATTICE, knot_gammas, rate_optimal_knots
 from .items import examples_of, read_item, restore, write_item
+from .rate_optimal import LATTICE, knot_gammas, rate_optimal_knots
 
 __all__ = ["compress", "decompress", "model_fingerprint"]
 
@@ -60,7 +60,7 @@ def _knots(header: dict):
 def _bound_bpd(model, x: np.ndarray, T: int, draws: int, seed: int = 0, knots=None) -> np.ndarray:
     """The model's T-step bound per example (bits/dim), its time stratified into ``draws`` strata
     per example (``draws = T``: every step once, exact in t); on the chain through ``knots``
-    (``codec.grid``) when given."""
+    (``codec.rate_optimal``) when given."""
     grid = None if knots is None else torch.from_numpy(knot_gammas(model.schedule, knots))
     g = torch.Generator().manual_seed(seed)
     out = np.zeros(len(x))
@@ -76,10 +76,10 @@ def compress(run: Path, inputs: list[Path], out: Path, T: int = 100, resolution:
              draws: int = 4, progress: bool = False, grid: str = "auto") -> dict:
     """Compress ``inputs`` into ``out`` with the model of ``run``; returns the report
     ``{"items": [...], "total": {...}}`` (bits/dim actual, net of initial bits, and the bound).
-    ``grid``: where the T steps go: ``rate-optimal`` (``codec.grid``, chosen for these inputs
+    ``grid``: where the T steps go: ``rate-optimal`` (``codec.rate_optimal``, chosen for these inputs
     and kept in the header), ``uniform-t``, or ``auto``: rate-optimal when its expected saving
     is more than twice what its knots add to the header (large inputs) and T fits the lattice
-    (``codec.grid.LATTICE`` steps), else uniform-t."""
+    (``codec.rate_optimal.LATTICE`` steps), else uniform-t."""
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
     if grid == "rate-optimal" and T > LATTICE:

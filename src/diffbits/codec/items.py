@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DataError
+from ..errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "read_item", "examples_of", "restore", "write_item"]
 

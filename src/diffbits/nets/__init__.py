@@ -1,9 +1,9 @@
 """Denoisers: any ``net(z_t, gamma_t, cond=None) -> eps_hat``."""
+from .continuous_unet import ContinuousUNet
+from .cost import cost
 from .embedding import FourierFeatures, GammaEmbedding, fourier_periods
 from .mlp import ResidualMLP
 from .score_unet import ScoreUNet
 from .unet import UNet
-from .continuous_unet import ContinuousUNet
-from .cost import cost
 
 __all__ = ["ScoreUNet", "UNet", "ContinuousUNet", "ResidualMLP", "cost", "FourierFeatures", "GammaEmbedding", "fourier_periods"]

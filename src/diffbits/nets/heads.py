@@ -6,6 +6,7 @@ from torch import Tensor
 
 from ..bound import bin_centres
 from ..schedules import alpha_sigma
+from ..tensors import append_dims
 
 
 def categorical_eps(z_t: Tensor, gamma_t: Tensor, logits: Tensor, levels: int) -> Tensor:
@@ -20,8 +21,7 @@ def categorical_eps(z_t: Tensor, gamma_t: Tensor, logits: Tensor, levels: int) -
     b, c = z_t.shape[:2]
     logits = logits.view(b, c, levels, *z_t.shape[2:]).movedim(2, -1)  # (B, C, ..., K)
     alpha, sigma = alpha_sigma(gamma_t.to(z_t.dtype))
-    shape = (b,) + (1,) * (z_t.dim() - 1)
-    alpha, sigma = alpha.view(shape), sigma.view(shape)
+    alpha, sigma = append_dims(alpha.expand(b), z_t.dim()), append_dims(sigma.expand(b), z_t.dim())
     f_k = bin_centres(levels, device=z_t.device, dtype=z_t.dtype)
     log_lik = -((z_t.unsqueeze(-1) - alpha.unsqueeze(-1) * f_k) ** 2) / (2 * sigma.unsqueeze(-1) ** 2)
     mean_f = (torch.softmax(logits + log_lik, dim=-1) * f_k).sum(-1)

@@ -2,7 +2,7 @@
 ODE block of ``ContinuousUNet`` (SPEC 5)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor, nn

@@ -17,8 +17,8 @@ import torch
 from sklearn.isotonic import IsotonicRegression
 
 from ..bound import data_to_signal
+from ..grids import gamma_of
 from ..schedules import alpha_sigma
-from ..step_schedules import gamma_of
 
 LATTICE = 1024  # lattice steps between gamma(0) and gamma(1)
 

@@ -1,4 +1,4 @@
-"""Rate-optimal chain times (diffbits.codec.grid): the dynamic programme, the consistent error
+"""Rate-optimal chain times (diffbits.codec.rate_optimal): the dynamic programme, the consistent error
 curve, and the chain through the chosen levels coding bit-exact at a lower rate."""
 import itertools
 
@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from diffbits.codec import BitsBackCoder
-from diffbits.codec.grid import (consistent_error, eps_error, knot_gammas, lattice, optimal_knots,
-                                 rate_optimal_knots)
+from diffbits.codec.rate_optimal import (
+    consistent_error,
+    eps_error,
+    knot_gammas,
+    lattice,
+    optimal_knots,
+    rate_optimal_knots,
+)
 from diffbits.schedules import FixedLinear
 from diffbits.vdm import VDM
 
