@@ -1,4 +1,4 @@
-"""Denoiser benchmark: ScoreUNet, the DDPM UNet and the ContinuousUNet (SPEC 5) at one base width.
+"""Denoiser benchmark: ScoreUNet, the DDPM UNet and the ContinuousUNet (docs/networks.md section 5) at one base width.
 
 On ``digits`` and ``mnist10k`` each network trains the same VDM for the same wall clock (the
 dataset's config, ``model.net`` and ``model.width`` overridden); then parameters, FLOPs per

@@ -1,6 +1,6 @@
 """Variance of the bound's Monte Carlo estimate, with and without variance minimisation.
 
-Two measurements on ``digits`` (SPEC 1, "Why the interior is free"):
+Two measurements on ``digits`` (docs/schedules.md sections 3-4, eqs. 9-12):
 
 1. Train two models for the same wall clock, the learned schedule's interior trained to
    minimise ``E[L_diff^2]`` (ours, default) or left to the bound's own gradient (which is

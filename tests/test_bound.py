@@ -90,7 +90,7 @@ def test_discrete_time_bound_converges_to_continuous():
 @pytest.mark.parametrize("other", [Cosine(-10.0, 6.0), MonotoneNet(-10.0, 6.0)])
 def test_continuous_bound_is_invariant_to_schedule_interior(other):
     """Same endpoints, same noise eps for every t: the integral over t of the diffusion
-    term is an integral over gamma, whatever the path (SPEC 1)."""
+    term is an integral over gamma, whatever the path (docs/schedules.md eq. 9; docs/bound.md eq. 9)."""
     torch.manual_seed(1)
     if isinstance(other, MonotoneNet):
         with torch.no_grad():

@@ -8,6 +8,7 @@ import torch
 
 from diffbits.codec import BitsBackCoder
 from diffbits.codec.rate_optimal import (
+    chain_grid,
     consistent_error,
     eps_error,
     knot_gammas,
@@ -96,7 +97,7 @@ def test_rate_optimal_chain_codes_bit_exact_and_cheaper_than_uniform_steps(categ
     T = 12
     knots, saving = rate_optimal_knots(model, x, T)
     assert len(knots) == T + 1 and saving > 0
-    grid = torch.from_numpy(knot_gammas(model.schedule, knots))
+    grid = chain_grid(model.schedule, knots)
     bits = {}
     for name, k in (("uniform", None), ("optimal", knots)):
         coder = BitsBackCoder(model, T=T, batch=300, knots=k)

@@ -74,7 +74,7 @@ def test_score_unet_categorical_head_shapes_and_start():
     assert out.shape == z.shape and torch.isfinite(out).all()
 
 
-# -- the DDPM U-Net and the ContinuousUNet (SPEC 5) ----------------------------------------------
+# -- the DDPM U-Net and the ContinuousUNet (docs/networks.md section 5) ----------------------------------------------
 
 from diffbits.nets import ContinuousUNet, UNet, cost  # noqa: E402
 from diffbits.nets.ode import ODEBlock  # noqa: E402
@@ -128,7 +128,7 @@ def test_ode_block_with_one_rk4_step_is_the_hand_computed_update():
     k1x, k1v = v0, accel(x0, v0)
     k2x, k2v = v0 + k1v / 2, accel(x0 + k1x / 2, v0 + k1v / 2)
     k3x, k3v = v0 + k2v / 2, accel(x0 + k2x / 2, v0 + k2v / 2)
-    k4x, k4v = v0 + k3v, accel(x0 + k3x, v0 + k3v)
+    k4x = v0 + k3v
     expected = x0 + (k1x + 2 * k2x + 2 * k3x + k4x) / 6
     torch.testing.assert_close(block(h, emb), expected)
     # more steps converge: the two-step answer is closer to a fine (64-step) solution than the one-step
@@ -141,7 +141,7 @@ def test_ode_block_with_one_rk4_step_is_the_hand_computed_update():
 
 
 def test_continuous_unet_is_light_at_cifar_size():
-    """SPEC 5's claim at 32x32x3 and one base width: at most 30% of the DDPM U-Net's parameters and FLOPs."""
+    """The paper's claim (Calvo-Ordonez et al. 2023; docs/networks.md section 5) at 32x32x3 and one base width: at most 30% of the DDPM U-Net's parameters and FLOPs."""
     periods = fourier_periods(256, [0, 1])
     light = cost(ContinuousUNet(channels=3, width=64, size=32, fourier_periods=periods), (3, 32, 32))
     ddpm = cost(UNet(channels=3, width=64, size=32, fourier_periods=periods), (3, 32, 32))

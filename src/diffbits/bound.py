@@ -1,4 +1,4 @@
-"""The variational bound of a diffusion model, term by term (SPEC 1).
+"""The variational bound of a diffusion model, term by term (docs/bound.md).
 
 Everything is in nats per example, summed over the D dimensions of one example;
 ``nats_to_bpd`` is the one place that converts to bits per dimension.
@@ -149,11 +149,11 @@ def recon_nll(x: Tensor, z_0: Tensor, gamma_0: Tensor, levels: int, method: str 
     return -sum_dims(logp)
 
 
-def diffusion_continuous(eps: Tensor, eps_hat: Tensor, dgamma_t: Tensor) -> Tensor:
-    """``0.5 gamma'(t) ||eps - eps_hat||^2`` (T = infinity)."""
-    return 0.5 * dgamma_t * sum_dims((eps - eps_hat) ** 2)
+def diffusion_continuous(eps_error: Tensor, dgamma_t: Tensor) -> Tensor:
+    """``0.5 gamma'(t) ||eps - eps_hat||^2`` (T = infinity), from ``eps_error = ||eps - eps_hat||^2``."""
+    return 0.5 * dgamma_t * eps_error
 
 
-def diffusion_discrete(eps: Tensor, eps_hat: Tensor, gamma_t: Tensor, gamma_s: Tensor, T: int) -> Tensor:
-    """``0.5 T expm1(gamma_t - gamma_s) ||eps - eps_hat||^2`` with ``s = t - 1/T``."""
-    return 0.5 * T * torch.expm1(gamma_t - gamma_s) * sum_dims((eps - eps_hat) ** 2)
+def diffusion_discrete(eps_error: Tensor, gamma_t: Tensor, gamma_s: Tensor, T: int) -> Tensor:
+    """``0.5 T expm1(gamma_t - gamma_s) ||eps - eps_hat||^2``, ``s`` the level one step before ``t``."""
+    return 0.5 * T * torch.expm1(gamma_t - gamma_s) * eps_error

@@ -34,7 +34,7 @@ class ModelConfig:
     variance_min: bool = True  # interior of the schedule minimises the bound's variance
     recon: str = "auto"  # auto | softmax | gaussian
     head: str = "eps"  # eps (VDM) | categorical (K logits per coordinate; small K only)
-    process: str = "gaussian"  # gaussian (VDM) | blur (soft diffusion: heat-equation blur plus noise, SPEC 3)
+    process: str = "gaussian"  # gaussian (VDM) | blur (soft diffusion: heat-equation blur plus noise, docs/soft.md eqs. 1-4)
     blur_sigma_max: float | None = None  # blur at t = 1; None: 0.6 x the image's longer side
     soft_loss: str = "elbo"  # blur models: elbo (the per-frequency bound) | ssm (Soft Score Matching)
     num_classes: int = 0  # > 0: conditional on a class label (filled from the data's labels)
@@ -49,7 +49,7 @@ class TrainConfig:
     micro_batch: int = 0  # examples per process per forward pass (0: batch_size / processes); the rest is accumulated
     lr: float = 2e-3
     warmup: int = 200
-    grid_every: int = 0  # > 0: refit a score-optimal sampling grid every N steps (SPEC 2, online)
+    grid_every: int = 0  # > 0: refit a score-optimal sampling grid every N steps (docs/score_optimal.md eq. 9)
     grid_steps: int = 20  # steps of that grid
     grid_blend: float = 0.1  # t <- b t* + (1 - b) t
     grid_variant: str = "corrector"  # corrector | predictor

@@ -1,4 +1,4 @@
-"""Corruptions ``x_t = C_t x_0 + s_t eta`` (SPEC 3), diagonal in the DCT basis.
+"""Corruptions ``x_t = C_t x_0 + s_t eta`` (docs/soft.md eqs. 1-5), diagonal in the DCT basis.
 
 ``C_t = alpha_t V diag(exp(-Lambda tau_t)) V^T`` with ``Lambda_ij = pi^2 (i^2/H^2 + j^2/W^2)``
 (the heat equation with reflecting boundaries), ``tau_t = sigma_B(t)^2 / 2`` and

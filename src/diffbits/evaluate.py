@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 
+from .progress import progress as progress_bar
 from .bound import nats_to_bpd
 from .data import Dataset
 from .vdm import VDM
@@ -45,7 +45,7 @@ def evaluate(
     gen = torch.Generator().manual_seed(seed)
     rows = {k: [] for k in ("total", "prior", "recon", "diffusion")}
     n_batches = math.ceil(len(data) / batch_size)
-    with tqdm(total=n_batches * samples, desc="eval", disable=not progress, leave=False) as bar:
+    with progress_bar(total=n_batches * samples, desc="eval", enabled=progress) as bar:
         for i in range(n_batches):
             x = data.x[i * batch_size:(i + 1) * batch_size].to(dev)
             y = data.y[i * batch_size:(i + 1) * batch_size].to(dev) if conditional else None

@@ -1,4 +1,4 @@
-"""Step schedules: which noise levels a sampler visits (SPEC 2).
+"""Grids: which noise levels a sampler visits (docs/samplers.md section 3).
 
 A ``Grid`` is a decreasing sequence of times ``t_N = 1 > ... > t_0 = 0`` with the model's
 ``gamma`` at each. The fixed schedules here place the grid in the model's own gamma range
@@ -19,7 +19,7 @@ import torch
 from scipy.interpolate import PchipInterpolator
 from torch import Tensor
 
-__all__ = ["Grid", "FIXED", "fixed_grid", "gamma_of", "gamma_to_t", "uniform_t", "uniform_logsnr", "edm", "cosine"]
+__all__ = ["Grid", "FIXED", "fixed_grid", "from_gammas", "gamma_of", "gamma_to_t", "uniform_t", "uniform_logsnr", "edm", "cosine"]
 
 DENSE = 4097  # points of the dense gamma(t) table used for inversion
 
@@ -89,7 +89,9 @@ def _endpoints(schedule) -> tuple[float, float]:
     return float(g[0]), float(g[1])
 
 
-def _from_gammas(schedule, gammas: Tensor, method: str) -> Grid:
+def from_gammas(schedule, gammas: Tensor, method: str) -> Grid:
+    """The grid through ``gammas`` (decreasing, from about gamma(1) to gamma(0)), its ends pinned to
+    the schedule's endpoints, its times by the schedule's inverse."""
     t = gamma_to_t(schedule, gammas)
     t[0], t[-1] = 1.0, 0.0
     g0, g1 = _endpoints(schedule)
@@ -107,7 +109,7 @@ def uniform_t(schedule, steps: int) -> Grid:
 def uniform_logsnr(schedule, steps: int) -> Grid:
     """Equal steps in log-SNR (DPM-Solver's default)."""
     g0, g1 = _endpoints(schedule)
-    return _from_gammas(schedule, torch.linspace(g1, g0, steps + 1, dtype=torch.float64), "uniform-logsnr")
+    return from_gammas(schedule, torch.linspace(g1, g0, steps + 1, dtype=torch.float64), "uniform-logsnr")
 
 
 def edm(schedule, steps: int, rho: float = 7.0) -> Grid:
@@ -117,7 +119,7 @@ def edm(schedule, steps: int, rho: float = 7.0) -> Grid:
     i = torch.arange(steps + 1, dtype=torch.float64) / steps
     smax, smin = math.exp(g1 / 2 / rho), math.exp(g0 / 2 / rho)  # already to the power 1/rho
     s = (smax + i * (smin - smax)) ** rho
-    grid = _from_gammas(schedule, 2 * s.log(), "edm")
+    grid = from_gammas(schedule, 2 * s.log(), "edm")
     grid.info["rho"] = rho
     return grid
 
@@ -127,7 +129,7 @@ def cosine(schedule, steps: int) -> Grid:
     Nichol & Dhariwal 2021, ``alpha = cos phi``), between the model's endpoints."""
     g0, g1 = _endpoints(schedule)
     phi = torch.linspace(math.atan(math.exp(g1 / 2)), math.atan(math.exp(g0 / 2)), steps + 1, dtype=torch.float64)
-    return _from_gammas(schedule, 2 * torch.log(torch.tan(phi)), "cosine")
+    return from_gammas(schedule, 2 * torch.log(torch.tan(phi)), "cosine")
 
 
 FIXED: dict[str, Callable[..., Grid]] = {

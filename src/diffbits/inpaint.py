@@ -1,25 +1,25 @@
 """Inpainting with a trained VDM: fill the masked pixels consistently with the known ones
-(RePaint, Lugmayr et al. 2022).
+(RePaint, Lugmayr et al. 2022; docs/samplers.md).
 
-The reverse chain runs step by step, each step a 2-point grid handed to a sampler of
-``samplers.SAMPLERS`` (so every sampler and every grid works; multistep samplers such as
-DPM-Solver++(2M) restart at every step, i.e. take first-order steps). After each step from
-``gamma_t`` to ``gamma_s`` the known pixels are replaced by the known data noised forward to
-that level, ``z_s = alpha_s f + sigma_s eps``. With ``resample = r`` the step is redone r
-times: the harmonised ``z_s`` jumps back to ``gamma_t`` through the forward transition
-``q(z_t | z_s)`` (``renoise``) and the step is taken again, which lets the generated pixels
-settle in agreement with the known ones. At the end the latent is decoded and every known
-pixel is set to its exact input value, so known pixels never change, bit for bit.
+The reverse chain runs with any sampler of ``samplers.SAMPLERS`` on any grid; after each step
+from ``gamma_t`` to ``gamma_s`` the sampler's callback replaces the known pixels by the known
+data noised forward to that level, ``z_s = alpha_s f + sigma_s eps``, so a multistep solver
+(DPM-Solver++(2M)) keeps its history and Heun its second order. With ``resample = r`` each step
+is redone r times: the harmonised ``z_s`` jumps back to ``gamma_t`` through the forward
+transition ``q(z_t | z_s)`` (``renoise``) and the step is taken again, which lets the generated
+pixels settle in agreement with the known ones; a jump back breaks a multistep solver's
+history, so there every step starts afresh (first order). At the end the latent is decoded
+and every known pixel is set to its exact input value: known pixels never change, bit for bit.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from . import bound as B
 from .denoise import _check_model, eps_fn_of
 from .grids import Grid, fixed_grid
+from .progress import progress as progress_bar
 from .samplers import get_sampler
 from .schedules import alpha_sigma
 from .tensors import randn_like
@@ -91,7 +91,10 @@ def inpaint(
 
     z = randn_like(known, generator)  # the initial noise first, as in VDM.sample
     z = torch.where(m, z, noised(gammas[0]))
-    for i in tqdm(range(len(gammas) - 1), desc="inpainting", disable=not progress, leave=False):
+    if resample == 0:
+        z = fn(eps_fn, z, gammas, generator=generator, progress=progress,
+               callback=lambda i, z_s: torch.where(m, z_s, noised(gammas[i + 1])))
+    for i in progress_bar(range(len(gammas) - 1) if resample else (), desc="inpainting", enabled=progress):
         pair = gammas[i:i + 2]
         for u in range(resample + 1):
             z_s = torch.where(m, fn(eps_fn, z, pair, generator=generator), noised(pair[1]))

@@ -2,7 +2,7 @@
 
 The ODE of a trained VDM defines a continuous density p(y) on R^D (Song et al. 2021, "Score-based
 generative modeling through SDEs", Sec. 4.3 and App. D.2; compared with the bound in the VDM paper).
-Process (SPEC 1): ``z_t = alpha_t y + sigma_t eps``, ``alpha_t^2 = sigmoid(-gamma_t)``,
+Process (docs/bound.md eq. 1; eqs. (1)-(6) here are docs/bound.md eqs. 15-20): ``z_t = alpha_t y + sigma_t eps``, ``alpha_t^2 = sigmoid(-gamma_t)``,
 ``sigma_t^2 = sigmoid(gamma_t)``. Written as an SDE ``dz = a(t) z dt + g(t) dW`` it has
 
   (1) ``a = d log alpha_t / dt = -1/2 gamma'(t) sigma_t^2``
@@ -49,8 +49,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 from torchdiffeq import odeint
-from tqdm.auto import tqdm
 
+from .progress import progress as progress_bar
 from .bound import data_to_signal, nats_to_bpd
 from .schedules import alpha_sigma
 from .tensors import append_dims, sum_dims
@@ -201,7 +201,7 @@ def evaluate_ode(
     gen = torch.Generator().manual_seed(seed)
     rows, nfes = [], []
     n_batches = math.ceil(len(data) / batch_size)
-    for i in tqdm(range(n_batches), desc="ode eval", disable=not progress, leave=False):
+    for i in progress_bar(range(n_batches), desc="ode eval", enabled=progress):
         x = data.x[i * batch_size:(i + 1) * batch_size].to(dev)
         y = data.y[i * batch_size:(i + 1) * batch_size].to(dev) if conditional else None
         bpd, nfe = ode_bpd(model, x, cond=y, generator=gen, probes=probes, exact_trace=exact_trace,

@@ -1,8 +1,11 @@
 """Samplers as pure functions over a decreasing grid of noise levels.
 
 One signature for all (as in k-diffusion): ``sampler(eps_fn, z, gammas, generator=None,
-progress=False) -> z_end``, where ``eps_fn(z, gamma) -> eps_hat``, ``z`` is the latent at
-``gammas[0]`` (the noisiest level) and ``gammas`` decreases to the final level. Everything
+progress=False, callback=None) -> z_end``, where ``eps_fn(z, gamma) -> eps_hat``, ``z`` is the
+latent at ``gammas[0]`` (the noisiest level) and ``gammas`` decreases to the final level.
+``callback(i, z)`` runs after step i with the latent at ``gammas[i + 1]``; a tensor it returns
+replaces that latent (inpainting puts the known pixels back this way, and a multistep solver
+keeps its history and its order). Equations: docs/samplers.md. Everything
 is in variance-preserving form, ``z = alpha x + sigma eps``, with ``gamma = -log SNR``.
 The deterministic ones solve the probability-flow ODE, which in ``x = z / alpha`` and
 ``s = sigma / alpha = exp(gamma / 2)`` reads ``dx/ds = eps_hat`` (EDM's form).
@@ -13,15 +16,16 @@ from typing import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from .progress import progress as progress_bar
 from .schedules import alpha_sigma
 from .tensors import randn_like
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
+Callback = Callable[[int, Tensor], "Tensor | None"]
 Sampler = Callable[..., Tensor]
 
-__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "steps_for_nfe", "EpsFn"]
+__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "steps_for_nfe", "get_sampler", "EpsFn", "Callback"]
 
 
 def _at(gamma: Tensor, z: Tensor) -> Tensor:
@@ -29,12 +33,18 @@ def _at(gamma: Tensor, z: Tensor) -> Tensor:
 
 
 def _steps(gammas: Tensor, progress: bool):
-    return tqdm(range(len(gammas) - 1), desc="sampling", disable=not progress, leave=False)
+    return progress_bar(range(len(gammas) - 1), desc="sampling", enabled=progress)
+
+
+def _after(callback: Callback | None, i: int, z: Tensor) -> Tensor:
+    out = callback(i, z) if callback is not None else None
+    return z if out is None else out
 
 
 @torch.no_grad()
-def ancestral(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False) -> Tensor:
-    """VDM's ancestral sampler, from t to s < t (SPEC 1):
+def ancestral(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False,
+              callback: Callback | None = None) -> Tensor:
+    """VDM's ancestral sampler, from t to s < t (VDM, Kingma et al. 2021, App. A; docs/samplers.md eq. 2):
     ``c = -expm1(gamma_s - gamma_t)``,
     ``z_s = alpha_s/alpha_t (z_t - sigma_t c eps_hat) + sqrt(sigma_s^2 c) eps``."""
     for i in _steps(gammas, progress):
@@ -43,22 +53,25 @@ def ancestral(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress
         c = -torch.expm1(gamma_s - gamma_t)
         eps_hat = eps_fn(z, _at(gamma_t, z))
         z = alpha_s / alpha_t * (z - sigma_t * c * eps_hat) + (sigma_s**2 * c).sqrt() * randn_like(z, generator)
+        z = _after(callback, i, z)
     return z
 
 
 @torch.no_grad()
-def ddim(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False) -> Tensor:
+def ddim(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False,
+              callback: Callback | None = None) -> Tensor:
     """DDIM (eta = 0), i.e. Euler on the probability-flow ODE in ``(x, s)``:
     ``x_hat = (z_t - sigma_t eps_hat) / alpha_t``, ``z_s = alpha_s x_hat + sigma_s eps_hat``."""
     for i in _steps(gammas, progress):
         (alpha_t, sigma_t), (alpha_s, sigma_s) = alpha_sigma(gammas[i]), alpha_sigma(gammas[i + 1])
         eps_hat = eps_fn(z, _at(gammas[i], z))
-        z = alpha_s * (z - sigma_t * eps_hat) / alpha_t + sigma_s * eps_hat
+        z = _after(callback, i, alpha_s * (z - sigma_t * eps_hat) / alpha_t + sigma_s * eps_hat)
     return z
 
 
 @torch.no_grad()
-def heun(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False) -> Tensor:
+def heun(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False,
+              callback: Callback | None = None) -> Tensor:
     """EDM's second-order Heun step (Karras et al. 2022, Alg. 1) on ``dx/ds = eps_hat``,
     ``s = exp(gamma / 2)``; two network calls per step (the grid never reaches s = 0)."""
     for i in _steps(gammas, progress):
@@ -68,12 +81,13 @@ def heun(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: boo
         d_t = eps_fn(z, _at(gammas[i], z))
         x_euler = x + (s_s - s_t) * d_t
         d_s = eps_fn(alpha_s * x_euler, _at(gammas[i + 1], z))
-        z = alpha_s * (x + (s_s - s_t) * (d_t + d_s) / 2)
+        z = _after(callback, i, alpha_s * (x + (s_s - s_t) * (d_t + d_s) / 2))
     return z
 
 
 @torch.no_grad()
-def dpmpp_2m(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False) -> Tensor:
+def dpmpp_2m(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False,
+              callback: Callback | None = None) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in ``lambda = -gamma / 2``: multistep,
     one call per step, the data prediction extrapolated linearly in ``lambda``."""
     x0_prev, h_prev = None, None
@@ -85,7 +99,7 @@ def dpmpp_2m(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress:
         if x0_prev is not None:
             r = h_prev / h
             x0_d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-        z = sigma_s / sigma_t * z - alpha_s * torch.expm1(-h) * x0_d
+        z = _after(callback, i, sigma_s / sigma_t * z - alpha_s * torch.expm1(-h) * x0_d)
         x0_prev, h_prev = x0, h
     return z
 

@@ -3,7 +3,7 @@
 Every schedule here is ``gamma_0 + (gamma_1 - gamma_0) * shape(t)`` with a
 monotone ``shape`` from 0 to 1, and returns ``gamma'(t)`` in closed form
 (tested against finite differences). The interior (``shape``) and the
-endpoints are separate, so that variance minimisation (SPEC 1) can scale the
+endpoints are separate, so that variance minimisation (docs/schedules.md eqs. 10-11) can scale the
 interior's gradient alone: see ``diffbits.variance``.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Schedule(nn.Module):
         self, t: Tensor, interior_grad_scale: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """``(gamma(t), gamma'(t))``. ``interior_grad_scale`` (shape of ``t``) multiplies
-        the gradient flowing into the interior parameters only (SPEC 1)."""
+        the gradient flowing into the interior parameters only (docs/schedules.md eq. 11)."""
         a, da = self.shape(t)
         if interior_grad_scale is not None and self.has_interior:
             a, da = scale_grad(a, interior_grad_scale), scale_grad(da, interior_grad_scale)
@@ -107,7 +107,7 @@ class Cosine(Schedule):
 
 
 class MonotoneNet(Schedule):
-    """VDM's learned schedule (SPEC 1): ``g(t) = l1(t) + l3(sigmoid(l2(l1(t))))``
+    """VDM's learned schedule (docs/schedules.md eqs. 5-7): ``g(t) = l1(t) + l3(sigmoid(l2(l1(t))))``
     with positive weights (abs), rescaled to learned endpoints:
     ``gamma(t) = gamma_0 + (gamma_1 - gamma_0) (g(t) - g(0)) / (g(1) - g(0))``.
     """

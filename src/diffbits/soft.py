@@ -1,4 +1,4 @@
-"""Soft diffusion (SPEC 3): a denoiser that predicts ``x_0`` under blur-plus-noise corruption,
+"""Soft diffusion (docs/soft.md): a denoiser that predicts ``x_0`` under blur-plus-noise corruption,
 its per-frequency bound in bits/dim, Soft Score Matching, and the naive and momentum samplers.
 
 The network sees ``x_t`` and the base ``gamma_t``; its output ``F`` gives
@@ -22,11 +22,11 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from . import bound as B
 from .corruptions import Corruption
 from .precision import NetCall
+from .progress import progress as progress_bar
 from .schedules import alpha_sigma
 from .tensors import append_dims, randn_like, sum_dims
 
@@ -139,9 +139,9 @@ def _times(t: Tensor, n: int) -> Tensor:
 
 @torch.no_grad()
 def naive(x0_fn, corruption: Corruption, x: Tensor, ts: Tensor, generator=None, progress=False) -> Tensor:
-    """``x_{t'} = C_{t'} x0_hat + s_{t'} eta`` (SPEC 3), over decreasing times ``ts``."""
+    """``x_{t'} = C_{t'} x0_hat + s_{t'} eta`` (docs/soft.md eq. 11), over decreasing times ``ts``."""
     n = x.shape[0]
-    for i in tqdm(range(len(ts) - 1), desc="naive", disable=not progress, leave=False):
+    for i in progress_bar(range(len(ts) - 1), desc="naive", enabled=progress):
         t, tn = _times(ts[i], n), _times(ts[i + 1], n)
         x0 = x0_fn(x, t)
         x = corruption.apply_C(x0, tn) + corruption.noise_std(tn) * randn_like(x, generator)
@@ -150,10 +150,10 @@ def naive(x0_fn, corruption: Corruption, x: Tensor, ts: Tensor, generator=None, 
 
 @torch.no_grad()
 def momentum(x0_fn, corruption: Corruption, x: Tensor, ts: Tensor, generator=None, progress=False) -> Tensor:
-    """Momentum sampler (SPEC 3): ``y = C_t x0_hat``, ``e = y - x``,
+    """Momentum sampler (docs/soft.md eq. 12): ``y = C_t x0_hat``, ``e = y - x``,
     ``z = x - (s'^2/s^2 - 1) e + sqrt(s^2 - s'^2) eta``, ``x' = z + C_{t'} x0_hat - y``."""
     n = x.shape[0]
-    for i in tqdm(range(len(ts) - 1), desc="momentum", disable=not progress, leave=False):
+    for i in progress_bar(range(len(ts) - 1), desc="momentum", enabled=progress):
         t, tn = _times(ts[i], n), _times(ts[i + 1], n)
         x0 = x0_fn(x, t)
         y = corruption.apply_C(x0, t)
@@ -168,7 +168,7 @@ SOFT_SAMPLERS = {"naive": naive, "momentum": momentum}
 
 @torch.no_grad()
 def wasserstein_grid(corruption: Corruption, f: Tensor, steps: int, probe: int = 512):
-    """Times whose marginals are equally far apart in Wasserstein-2 (SPEC 3), under a Gaussian
+    """Times whose marginals are equally far apart in Wasserstein-2 (docs/soft.md eqs. 13-14), under a Gaussian
     approximation per DCT frequency estimated from data ``f`` (signal space, (N, C, *spatial)):
     ``u_t,k ~ N(a_k(t) m_k, a_k(t)^2 v_k + s_t^2)``, so between neighbours
     ``W2^2 = sum_k (a_k - a_k')^2 m_k^2 + (std_k - std_k')^2``. The path's W2 length, cut into

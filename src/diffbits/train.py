@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
-from tqdm.auto import tqdm
 
 from . import bound as B
 from . import distributed
@@ -32,6 +31,7 @@ from .distributed import World, all_sum, from_main, micro_slices, pick_device
 from .errors import RunExists, TrainingDiverged
 from .grids import Grid, gamma_of
 from .plots import plot_metrics, save_grid
+from .progress import progress as progress_bar
 from .precision import NetCall, resolve_precision
 from .runs import CONFIG, METRICS
 from .score_optimal import blend, score_optimal
@@ -268,8 +268,8 @@ class Trainer:
             _truncate_metrics(metrics_path, self.step)
         start, last_ckpt = time.time(), time.time()
         budget = t.minutes * 60 if t.minutes else math.inf
-        bar = tqdm(total=t.steps or None, initial=self.step, disable=not (progress and main), desc="train",
-                   unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=t.steps or None, initial=self.step, enabled=progress and main, desc="train",
+                           unit="step")
         window_t, window_n = time.time(), 0
         log = metrics_path.open("a") if main else None
         try:

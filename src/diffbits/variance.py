@@ -1,4 +1,4 @@
-"""Variance minimisation of the schedule interior (SPEC 1).
+"""Variance minimisation of the schedule interior (docs/schedules.md eqs. 10-12).
 
 The continuous-time bound depends on the schedule only through its endpoints,
 so the interior parameters ``eta`` are free to minimise the variance of the

@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from . import bound as B
+from .grids import Grid, fixed_grid
 from .precision import NetCall
 from .schedules import Schedule, alpha_sigma
-from .tensors import randn_like
-
-if TYPE_CHECKING:
-    from .grids import Grid
+from .tensors import append_dims, randn_like, sum_dims
 
 __all__ = ["VDM"]
 
@@ -68,64 +66,73 @@ class VDM(nn.Module):
         self,
         x: Tensor,
         T: int | None = None,
+        grid: Grid | None = None,
         cond=None,
         t: Tensor | None = None,
         eps: Tensor | None = None,
         eps_0: Tensor | None = None,
         generator: torch.Generator | None = None,
-        grid: Tensor | None = None,
     ) -> B.BoundTerms:
-        """Negative ELBO terms for integer data ``x`` of shape (B, *data_shape).
+        """Negative ELBO terms (nats per example) for integer data ``x`` of shape (B, *data_shape).
 
-        ``t``, ``eps`` (diffusion noise) and ``eps_0`` (noise of z_0) may be given to
-        compare two models on the same draw; otherwise t is antithetic. ``grid``: the
-        T + 1 levels of a discrete chain from gamma(0) to gamma(1) (the codec's rate-optimal
-        ones), used in place of the T steps uniform in t.
-        """
+        The diffusion term is continuous-time by default (docs/bound.md eq. 8), the chain of
+        ``T`` steps uniform in t (eq. 10), or the chain through the levels of ``grid`` (a
+        ``Grid``, such as the codec's rate-optimal one; eq. 11). ``t``, ``eps`` (diffusion noise)
+        and ``eps_0`` (noise of z_0) may be given to compare two models on the same draw;
+        otherwise t is antithetic (eq. 12)."""
         self._check(x)
-        batch, dev = x.shape[0], x.device
         f = B.data_to_signal(x, self.levels, self.schedule.gamma_0.dtype)
-        gamma_0, gamma_1 = self.schedule.gamma_0, self.schedule.gamma_1
-
-        def randn():
-            return randn_like(f, generator)
-
-        prior = B.prior_kl(f, gamma_1)
-
-        eps_0 = randn() if eps_0 is None else eps_0
-        alpha_0, sigma_0 = alpha_sigma(gamma_0)
-        recon = B.recon_nll(x, alpha_0 * f + sigma_0 * eps_0, gamma_0, self.levels, self.recon_method)
-
+        eps_0 = randn_like(f, generator) if eps_0 is None else eps_0
+        alpha_0, sigma_0 = alpha_sigma(self.schedule.gamma_0)
+        recon = B.recon_nll(x, alpha_0 * f + sigma_0 * eps_0, self.schedule.gamma_0, self.levels, self.recon_method)
         if t is None:
-            t = B.antithetic_times(batch, generator=generator, device=dev)
-        if grid is not None:  # step i of the chain through the grid's levels, i uniform in 1..T
-            T = len(grid) - 1
-            i = torch.floor(t * T).clamp(0, T - 1).long() + 1
-            grid = grid.to(dev, f.dtype)
-        elif T:  # discrete time: t in {1/T, ..., 1}, s = t - 1/T
-            t = (torch.floor(t * T).clamp(0, T - 1) + 1) / T
-        eps = randn() if eps is None else eps
-        grad_scale = None
-        if self.variance_min and self.schedule.has_interior and torch.is_grad_enabled() and grid is None:
-            grad_scale = torch.zeros(batch, device=dev, dtype=f.dtype)
+            t = B.antithetic_times(len(x), generator=generator, device=x.device)
+        eps = randn_like(f, generator) if eps is None else eps
         if grid is not None:
-            gamma_t, dgamma_t = grid[i], None
-        else:
-            gamma_t, dgamma_t = self.schedule.gamma_and_derivative(t, grad_scale)
-        alpha_t, sigma_t = alpha_sigma(gamma_t)
-        shape = (batch,) + (1,) * (f.dim() - 1)
-        z_t = alpha_t.view(shape) * f + sigma_t.view(shape) * eps
-        eps_hat = self.eps_hat(z_t, gamma_t, cond)
-        if grid is not None:
-            diffusion = B.diffusion_discrete(eps, eps_hat, gamma_t, grid[i - 1], T)
+            diffusion = self._diffusion_on_grid(f, t, eps, cond, grid)
         elif T:
-            gamma_s, _ = self.schedule.gamma_and_derivative(t - 1.0 / T, grad_scale)
-            diffusion = B.diffusion_discrete(eps, eps_hat, gamma_t, gamma_s, T)
+            diffusion = self._diffusion_discrete(f, t, eps, cond, T)
         else:
-            diffusion = B.diffusion_continuous(eps, eps_hat, dgamma_t)
-        if grad_scale is not None:
-            grad_scale.copy_(2 * diffusion.detach())  # grad_eta E[L^2] = E[2 L grad_eta L]
-        return B.BoundTerms(prior=prior, recon=recon, diffusion=diffusion, dims=self.dims)
+            diffusion = self._diffusion_continuous(f, t, eps, cond)
+        return B.BoundTerms(prior=B.prior_kl(f, self.schedule.gamma_1), recon=recon, diffusion=diffusion,
+                            dims=self.dims)
+
+    def _eps_error(self, f: Tensor, gamma_t: Tensor, eps: Tensor, cond) -> Tensor:
+        """``||eps - eps_hat(z_t, gamma_t)||^2`` per example, ``z_t = alpha_t f + sigma_t eps``."""
+        alpha_t, sigma_t = alpha_sigma(gamma_t)
+        z_t = append_dims(alpha_t, f.dim()) * f + append_dims(sigma_t, f.dim()) * eps
+        return sum_dims((eps - self.eps_hat(z_t, gamma_t, cond)) ** 2)
+
+    def _variance_scale(self, f: Tensor) -> Tensor | None:
+        """The per-example gradient scale of the schedule's interior (``diffbits.variance``),
+        filled with ``2 L`` once the loss is known; None when it does not apply."""
+        if self.variance_min and self.schedule.has_interior and torch.is_grad_enabled():
+            return torch.zeros(len(f), device=f.device, dtype=f.dtype)
+        return None
+
+    def _diffusion_continuous(self, f: Tensor, t: Tensor, eps: Tensor, cond) -> Tensor:
+        scale = self._variance_scale(f)
+        gamma_t, dgamma_t = self.schedule.gamma_and_derivative(t, scale)
+        loss = B.diffusion_continuous(self._eps_error(f, gamma_t, eps, cond), dgamma_t)
+        if scale is not None:
+            scale.copy_(2 * loss.detach())  # grad_eta E[L^2] = E[2 L grad_eta L] (docs/schedules.md)
+        return loss
+
+    def _diffusion_discrete(self, f: Tensor, t: Tensor, eps: Tensor, cond, T: int) -> Tensor:
+        scale = self._variance_scale(f)
+        t = (torch.floor(t * T).clamp(0, T - 1) + 1) / T  # t in {1/T, ..., 1}, s = t - 1/T
+        gamma_t, _ = self.schedule.gamma_and_derivative(t, scale)
+        gamma_s, _ = self.schedule.gamma_and_derivative(t - 1.0 / T, scale)
+        loss = B.diffusion_discrete(self._eps_error(f, gamma_t, eps, cond), gamma_t, gamma_s, T)
+        if scale is not None:
+            scale.copy_(2 * loss.detach())
+        return loss
+
+    def _diffusion_on_grid(self, f: Tensor, t: Tensor, eps: Tensor, cond, grid: Grid) -> Tensor:
+        gammas = grid.gamma.flip(0).to(f.device, f.dtype)  # increasing: gamma(0) .. gamma(1)
+        T = grid.steps
+        i = torch.floor(t * T).clamp(0, T - 1).long() + 1  # step i of the chain, uniform in 1..T
+        return B.diffusion_discrete(self._eps_error(f, gammas[i], eps, cond), gammas[i], gammas[i - 1], T)
 
     def loss_terms(self, x: Tensor, T: int | None = None, t: Tensor | None = None, eps: Tensor | None = None,
                    eps_0: Tensor | None = None, cond: Tensor | None = None) -> B.BoundTerms:
@@ -171,7 +178,6 @@ class VDM(nn.Module):
         (class labels, (n,)) with ``guidance`` as in ``guided_eps``. The initial
         noise is drawn first, so a seed gives the same start whatever the grid. Returns
         integer data (decoder argmax), or with ``decode=False`` the signal ``z_0 / alpha_0``."""
-        from .grids import fixed_grid
         from .samplers import get_sampler
 
         fn = get_sampler(sampler)

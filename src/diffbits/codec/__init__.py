@@ -1,4 +1,4 @@
-"""Lossless compression with a trained model: bits-back ANS coding (SPEC 4) in a checked container."""
+"""Lossless compression with a trained model: bits-back ANS coding (docs/codec.md) in a checked container."""
 from .bitsback import BitsBackCoder, Chain, CodingError, OutOfRange
 from .container import ContainerError
 from .files import compress, decompress

@@ -1,4 +1,4 @@
-"""Bits-back ANS coding over the discrete-time chain ``x -> z_0 -> z_1/T -> ... -> z_1`` (SPEC 4).
+"""Bits-back ANS coding over the discrete-time chain ``x -> z_0 -> z_1/T -> ... -> z_1`` (docs/codec.md eq. 3).
 
 Bit-Swap order (Kingma et al. 2019), so only ``z_0`` of the first batch needs initial bits:
 
@@ -8,10 +8,10 @@ Bit-Swap order (Kingma et al. 2019), so only ``z_0`` of the first batch needs in
     decode:  the same steps in reverse, swapping "<-" (decode, pop) and "->" (encode, push).
 
 The expected net code length is the negative ELBO of the T-step chain, the bound ``VDM.bound(x, T)``
-(steps uniform in t), or ``VDM.bound(x, grid=...)`` for the rate-optimal levels of ``codec.rate_optimal``.
+(steps uniform in t), or ``VDM.bound(x, grid=chain_grid(...))`` for the rate-optimal levels of ``codec.rate_optimal``.
 With ``s = t_i-1``, ``t = t_i`` and ``c = -expm1(gamma_s - gamma_t)``:
 ``q(z_t | z_s) = N(alpha_t/alpha_s z_s, sigma_t^2 c)``, and
-``p(z_s | z_t) = N(alpha_s/alpha_t (z_t - sigma_t c eps_hat(z_t)), sigma_s^2 c)`` (SPEC 1, the sampler).
+``p(z_s | z_t) = N(alpha_s/alpha_t (z_t - sigma_t c eps_hat(z_t)), sigma_s^2 c)`` (docs/codec.md eq. 2; docs/samplers.md eq. 2).
 
 Latent ``z_i`` lives on the lattice ``k * delta_i``, ``delta_i`` = (the smaller of the two standard
 deviations it is coded with) / ``resolution``; both sides derive it from the schedule in float64.
@@ -34,8 +34,8 @@ import constriction
 import numpy as np
 import torch
 from scipy.special import expit
-from tqdm.auto import tqdm
 
+from ..progress import progress
 from ..bound import SOFTMAX_MAX_LEVELS, bin_centres, data_to_signal
 from ..errors import CodingError, OutOfRange
 from ..grids import gamma_of
@@ -155,7 +155,7 @@ class _Ops:
             self.coder.encode_reverse(np.array([cls], np.int32), ESCAPE_MODEL)
 
     def _categorical(self, z_0: np.ndarray, chain: Chain, levels: int):
-        """``p(x | z_0)`` (SPEC 1): softmax over bin centres, or for many levels a discretised
+        """``p(x | z_0)`` (docs/bound.md eqs. 5, 7): softmax over bin centres, or for many levels a discretised
         Gaussian in level units."""
         mean = (z_0 / chain.alpha[0]).ravel()
         if levels <= SOFTMAX_MAX_LEVELS:
@@ -293,7 +293,7 @@ class BitsBackCoder:
             coder = constriction.stream.stack.AnsCoder(pre.copy(), seal=False)
             ops, info, batches, a, per_example, low = _Ops(coder, 1), np.zeros(n), [], 0, need, coder.num_words()
             floor = 32 * words - max(0, min(self.initial_examples, n) * need - 32 * len(warm))  # the prefill pays the rest
-            with tqdm(total=n * self.T, desc=f"encode (T={self.T})", unit="ex-step", disable=not self.progress, leave=False) as bar:
+            with progress(total=n * self.T, desc=f"encode (T={self.T})", unit="ex-step", enabled=self.progress) as bar:
                 while a < n:
                     fits = int((coder.num_bits() - floor) / (1.25 * per_example))  # what the stack above the floor pays for
                     b = a + max(1, min(self.batch, fits, n - a))
@@ -328,7 +328,7 @@ class BitsBackCoder:
         ops = _Ops(coder, 1)
         ends = np.cumsum([0, *layout["batches"]])
         out = np.empty((int(ends[-1]),) + self.shape, dtype=np.int64)
-        with tqdm(total=int(ends[-1]) * self.T, desc=f"decode (T={self.T})", unit="ex-step", disable=not self.progress, leave=False) as bar:
+        with progress(total=int(ends[-1]) * self.T, desc=f"decode (T={self.T})", unit="ex-step", enabled=self.progress) as bar:
             for a, b in reversed(list(zip(ends[:-1], ends[1:]))):
                 ops.n, ops.info = b - a, np.zeros(b - a)
                 out[a:b] = self._decode_batch(ops, b - a, bar)

@@ -24,7 +24,7 @@ from ..runs import load_run
 from .bitsback import BitsBackCoder, CodingError, OutOfRange
 from .container import ContainerError, array_digest, fingerprint, pack, unpack
 from .items import examples_of, read_item, restore, write_item
-from .rate_optimal import LATTICE, knot_gammas, rate_optimal_knots
+from .rate_optimal import LATTICE, chain_grid, rate_optimal_knots
 
 __all__ = ["compress", "decompress", "model_fingerprint"]
 
@@ -61,7 +61,7 @@ def _bound_bpd(model, x: np.ndarray, T: int, draws: int, seed: int = 0, knots=No
     """The model's T-step bound per example (bits/dim), its time stratified into ``draws`` strata
     per example (``draws = T``: every step once, exact in t); on the chain through ``knots``
     (``codec.rate_optimal``) when given."""
-    grid = None if knots is None else torch.from_numpy(knot_gammas(model.schedule, knots))
+    grid = None if knots is None else chain_grid(model.schedule, knots)
     g = torch.Generator().manual_seed(seed)
     out = np.zeros(len(x))
     for a in range(0, len(x), 256):

@@ -17,7 +17,7 @@ import torch
 from sklearn.isotonic import IsotonicRegression
 
 from ..bound import data_to_signal
-from ..grids import gamma_of
+from ..grids import Grid, from_gammas, gamma_of
 from ..schedules import alpha_sigma
 
 LATTICE = 1024  # lattice steps between gamma(0) and gamma(1)
@@ -40,6 +40,11 @@ def knot_gammas(schedule, knots, size: int = LATTICE) -> np.ndarray:
     if k.ndim != 1 or len(k) < 2 or k[0] != 0 or k[-1] != size or np.any(np.diff(k) <= 0):
         raise ValueError(f"knots must rise strictly from 0 to {size}")
     return lattice(schedule, size)[k]
+
+
+def chain_grid(schedule, knots, size: int = LATTICE) -> Grid:
+    """The chain through ``knots`` as a ``Grid`` (noisiest first), for ``VDM.bound(grid=...)``."""
+    return from_gammas(schedule, torch.from_numpy(knot_gammas(schedule, knots, size)[::-1].copy()), "rate-optimal")
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""``ContinuousUNet`` (SPEC 5; Calvo-Ordonez et al., "The Missing U for Efficient Diffusion
+"""``ContinuousUNet`` (docs/networks.md section 5, eqs. 4-6; Calvo-Ordonez et al., "The Missing U for Efficient Diffusion
 Models"): the U-Net's levels kept, each level's stack of residual blocks replaced by one
 second-order ODE block whose weights every solver step shares; attention at the lowest level only."""
 from __future__ import annotations

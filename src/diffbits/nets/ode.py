@@ -1,5 +1,5 @@
 """Fixed-step ODE solvers over a state made of several tensors (position and velocity), and the
-ODE block of ``ContinuousUNet`` (SPEC 5)."""
+ODE block of ``ContinuousUNet`` (docs/networks.md eqs. 4-6)."""
 from __future__ import annotations
 
 from typing import Callable

@@ -1,4 +1,4 @@
-"""VDM's ScoreUNet: a U-Net without downsampling (SPEC 1)."""
+"""VDM's ScoreUNet: a U-Net without downsampling (docs/networks.md section 3)."""
 from __future__ import annotations
 
 from typing import Sequence
