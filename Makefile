@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUN ?= runs/demo
 DEMO_MINUTES ?= 4
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test test-fast venv bench clean
 
 venv: $(STAMP)
 
@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/diffbits train --data digits --config configs/digits.json --out $(RUN) --minutes $(DEMO_MINUTES) --fresh
-	$(BIN)/diffbits sample $(RUN) --n 64 --out $(RUN)/samples.png
 	$(BIN)/diffbits eval $(RUN) --samples 16
+	@echo "sample grid: $(RUN)/samples.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+test-fast: $(STAMP)  # without the tests that start processes or train for long (marked slow)
+	$(BIN)/python -m pytest tests -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'

@@ -93,6 +93,7 @@ def test_wav_files_round_trip_bit_exact_through_compress(tmp_path, wav_folder, c
         assert (back / p.name).read_bytes() == p.read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (the Debian package) to speak")
 def test_speech_spoken_by_espeak_round_trips_bit_exact(tmp_path):
     """Real speech without a download: espeak-ng's 16-bit, 22.05 kHz WAV files as the data and

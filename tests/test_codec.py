@@ -58,6 +58,7 @@ def test_round_trip_is_bit_exact_on_random_inputs(n, T, seed):
     assert np.array_equal(coder.decode(words, rep["layout"]), x)
 
 
+@pytest.mark.slow
 def test_rate_meets_the_entropy_with_an_exact_denoiser():
     """Independent 16-level coordinates of known entropy, 400 items: the chain's net rate is within
     1% of their ideal code length, and the actual rate (every bit: warm start, initial bits, growing
@@ -82,6 +83,7 @@ def _digits(n, seed=0):
     return np.random.default_rng(seed).integers(0, 17, size=(n, 8, 8)).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_files_round_trip_with_their_names_in_another_process(run, tmp_path):
     a = _digits(5)
     np.save(tmp_path / "a.npy", a)

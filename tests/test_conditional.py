@@ -93,10 +93,11 @@ def test_conditional_run_through_the_cli(tmp_path, capsys):
     assert "conditional" in res and np.isfinite(res["bpd"])
     out = tmp_path / "g.png"
     assert main(["sample", str(run), "--class", "3", "--class", "7", "--n", "4", "--steps", "3",
-                 "--guidance", "2", "--out", str(out)]) == 0
-    assert out.exists()
-    with pytest.raises(SystemExit, match="unknown class"):
-        main(["sample", str(run), "--class", "12", "--out", str(out)])
+                 "--guidance", "2", "--preview", str(out), "-o", str(tmp_path / "g.npy")]) == 0
+    assert out.exists() and np.load(tmp_path / "g.npy").shape == (8, 1, 8, 8)
+    capsys.readouterr()
+    assert main(["sample", str(run), "--class", "12", "--preview", str(out)]) == 2
+    assert "unknown class" in capsys.readouterr().err
 
     x = load_dataset("digits", "test").x[:2].numpy()
     np.save(tmp_path / "x.npy", x)
@@ -108,8 +109,9 @@ def test_conditional_run_through_the_cli(tmp_path, capsys):
         args = [cmd, str(run), data, *extra, "--steps", "3", "-o", str(tmp_path / f"{cmd}.npy")]
         assert main([*args, "--class", "3", "--guidance", "2"]) == 0  # one class for every input
         assert main([*args, "--class", "3", "--class", "7"]) == 0  # one per input
-        assert np.load(tmp_path / f"{cmd}.npy").shape == (4 if cmd == "denoise" else 2, 1, 8, 8)
-        with pytest.raises(SystemExit, match="3 --class values for 2 inputs"):
-            main([*args, "--class", "1", "--class", "2", "--class", "3"])
-        with pytest.raises(SystemExit, match="--guidance needs --class"):
-            main([*args, "--guidance", "3"])
+        assert np.load(tmp_path / f"{cmd}.npy").shape == ((2, 2, 1, 8, 8) if cmd == "denoise" else (2, 1, 8, 8))
+        capsys.readouterr()
+        assert main([*args, "--class", "1", "--class", "2", "--class", "3"]) == 2
+        assert "3 --class values for 2 inputs" in capsys.readouterr().err
+        assert main([*args, "--guidance", "3"]) == 2
+        assert "--guidance needs --class" in capsys.readouterr().err

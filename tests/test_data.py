@@ -92,3 +92,19 @@ def test_missing_and_unsupported_sources(tmp_path):
     (tmp_path / "a.csv").write_text("1,2")
     with pytest.raises(DataError, match="unsupported file type"):
         load_dataset(str(tmp_path / "a.csv"))
+
+
+@pytest.mark.parametrize("content,message", [(b"x", "not a .npz file"), (b"PK\x03\x04broken", "damaged")])
+def test_broken_files_are_named_for_what_they_are(tmp_path, content, message):
+    """A damaged .npz gets a plain message, never numpy's advice to unpickle it."""
+    (tmp_path / "d.npz").write_bytes(content)
+    with pytest.raises(DataError, match=message) as e:
+        load_dataset(str(tmp_path / "d.npz"))
+    assert "allow_pickle" not in str(e.value)
+    (tmp_path / "d.npy").write_bytes(content)
+    with pytest.raises(DataError, match="not a .npy file"):
+        load_dataset(str(tmp_path / "d.npy"))
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="Python objects") as e:
+        load_dataset(str(tmp_path / "o.npy"))
+    assert "allow_pickle" not in str(e.value)

@@ -247,15 +247,16 @@ def test_cli_denoise(tiny_run, digits, tmp_path, capsys):
     y = add_noise(torch.from_numpy(x), 2.0, torch.Generator().manual_seed(0)).numpy()
     np.save(tmp_path / "y.npy", y)
     args = ["denoise", str(tiny_run), str(tmp_path / "y.npy"), "--noise-sigma", "2"]
-    assert main([*args, "-o", str(tmp_path / "d.npz"), "--reference", str(tmp_path / "x.npy")]) == 0
+    assert main([*args, "-o", str(tmp_path / "d.npy"), "--reference", str(tmp_path / "x.npy")]) == 0
     out = capsys.readouterr().out
     assert "PSNR: noisy" in out and "posterior mean" in out
-    with np.load(tmp_path / "d.npz") as z:
-        assert z["x"].shape == (3, 1, 8, 8) and z["mean"].shape == (3, 1, 8, 8) and z["x"].max() < K
+    d = np.load(tmp_path / "d.npy")  # the input's dtype and shape, holding levels
+    assert d.shape == y.shape and d.dtype == y.dtype and (d == np.round(d)).all() and 0 <= d.min() and d.max() < K
     assert main([*args, "--samples", "2", "--steps", "6", "--sampler", "ddim", "-o", str(tmp_path / "s.npy")]) == 0
-    assert np.load(tmp_path / "s.npy").shape == (6, 1, 8, 8)
-    assert main([*args, "-o", str(tmp_path / "d.png")]) == 0 and (tmp_path / "d.png").exists()
+    assert np.load(tmp_path / "s.npy").shape == (2, *y.shape)  # a leading draw axis
     capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "d.png")]) == 2  # an array in, an array out
+    assert "written as .npy" in capsys.readouterr().err and not (tmp_path / "d.png").exists()
     assert main([*args[:-1], "1000", "-o", str(tmp_path / "e.npy")]) == 2
     assert "too much noise for this model" in capsys.readouterr().err
     np.save(tmp_path / "bad.npy", np.zeros((2, 7, 7)))
@@ -274,16 +275,43 @@ def test_cli_inpaint(tiny_run, digits, tmp_path, capsys):
     assert main([*args, "--mask", str(tmp_path / "m.png"), "--n", "3", "--resample", "1", "-o",
                  str(tmp_path / "o.npy")]) == 0
     o = np.load(tmp_path / "o.npy")
-    assert o.shape == (6, 1, 8, 8) and (o[:, :, :4] == np.repeat(x, 3, 0)[:, :, :4]).all()
-    assert main([*args, "--mask", str(tmp_path / "m.npy"), "--sampler", "heun", "-o", str(tmp_path / "o.png")]) == 0
-    assert (tmp_path / "o.png").exists()
-    with pytest.raises(SystemExit, match="need a run trained with --labels"):
-        main([*args, "--mask", str(tmp_path / "m.npy"), "--class", "3", "-o", str(tmp_path / "o.npy")])
+    assert o.shape == (3, *x.shape) and o.dtype == x.dtype and (o[..., :4, :] == x[..., :4, :]).all()
+    for sampler in ("heun", "dpmpp2m"):
+        assert main([*args, "--mask", str(tmp_path / "m.npy"), "--sampler", sampler, "-o", str(tmp_path / "o.npy")]) == 0
+        assert np.load(tmp_path / "o.npy").shape == x.shape
     capsys.readouterr()
+    assert main([*args, "--mask", str(tmp_path / "m.npy"), "--class", "3", "-o", str(tmp_path / "o.npy")]) == 2
+    assert "need a run trained with --labels" in capsys.readouterr().err
     np.save(tmp_path / "bad.npy", x + K)  # out of range for 17 levels
     assert main([*args[:2], str(tmp_path / "bad.npy"), "--mask", str(tmp_path / "m.npy"), "-o",
                  str(tmp_path / "e.npy")]) == 2
     assert "the model codes 17 levels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".png", ".npy"])
+def test_restored_files_come_back_in_the_inputs_format(tiny_run, digits, tmp_path, suffix):
+    """An 8x8 digit (levels 0..16) in a PNG or an .npy: inpaint and denoise write the same kind of
+    file, same size and dtype, unmasked pixels unchanged, every value one of the run's levels."""
+    x = digits[1][5, 0].numpy().astype(np.uint8)  # (8, 8)
+    src, mask = tmp_path / f"x{suffix}", np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    Image.fromarray(x).save(src) if suffix == ".png" else np.save(src, x)
+    np.save(tmp_path / "m.npy", mask)
+    read = (lambda p: np.asarray(Image.open(p))) if suffix == ".png" else np.load
+    out = tmp_path / f"y{suffix}"
+    assert main(["inpaint", str(tiny_run), str(src), "--mask", str(tmp_path / "m.npy"), "--steps", "5",
+                 "-o", str(out)]) == 0
+    y = read(out)
+    assert y.shape == (8, 8) and y.dtype == np.uint8 and y.max() < K
+    assert (y[~mask] == x[~mask]).all()
+    assert main(["denoise", str(tiny_run), str(src), "--noise-sigma", "1", "-o", str(out)]) == 0
+    d = read(out)
+    assert d.shape == (8, 8) and d.dtype == np.uint8 and d.max() < K
+    if suffix == ".png":  # several draws of an image: one file each
+        assert main(["inpaint", str(tiny_run), str(src), "--mask", str(tmp_path / "m.npy"), "--steps", "3",
+                     "--n", "2", "-o", str(out), "--preview", str(tmp_path / "p.png")]) == 0
+        assert [read(tmp_path / f"y_{i}.png").shape for i in range(2)] == [(8, 8)] * 2
+        assert read(tmp_path / "p.png").shape[0] > 8  # the preview is a picture to look at, not the data
 
 
 def test_cli_png_round_trip_for_a_256_level_run(tmp_path):

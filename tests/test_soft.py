@@ -126,8 +126,12 @@ def test_cli_trains_evaluates_and_samples_a_blur_model(tmp_path, capsys):
     assert "bpd" in capsys.readouterr().out
     for sampler in ("momentum", "naive"):
         assert main(["sample", str(run), "--n", "4", "--steps", "4", "--sampler", sampler,
-                     "--out", str(tmp_path / f"{sampler}.png")]) == 0
-    assert main(["sample", str(run), "--n", "4", "--sampler", "ddim", "--out", str(tmp_path / "x.png")]) == 2
+                     "-o", str(tmp_path / f"{sampler}.npy")]) == 0
+        assert np.load(tmp_path / f"{sampler}.npy").shape == (4, 1, 8, 8)
+    assert main(["sample", str(run), "--n", "4", "--grid", "wasserstein", "--steps", "4", "-o",
+                 str(tmp_path / "w.npy")]) == 0
+    assert main(["sample", str(run), "--n", "4", "--sampler", "ddim", "-o", str(tmp_path / "x.npy")]) == 2
+    assert main(["sample", str(run), "--n", "4", "--grid", "edm", "-o", str(tmp_path / "x.npy")]) == 2
 
 
 def test_wasserstein_grid_spaces_marginals_equally():

@@ -79,6 +79,10 @@ def test_config_round_trip_and_override_errors(tmp_path):
         apply_overrides(cfg, ["model.width"])
 
 
+def _reject_nan(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
 def test_cli_train_eval_sample(tmp_path, capsys):
     run = tmp_path / "run"
     sets = sum((["--set", s] for s in TINY), [])
@@ -86,22 +90,68 @@ def test_cli_train_eval_sample(tmp_path, capsys):
     for name in ("config.json", CHECKPOINT, "metrics.jsonl", "loss.png", "samples.png"):
         assert (run / name).exists(), name
     capsys.readouterr()
-    assert main(["eval", str(run), "--samples", "2", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
-    assert res["n"] == 297 and res["samples"] == 2 and np.isfinite(res["bpd"]) and res["stderr"] > 0
-    assert res["bpd"] == pytest.approx(res["prior_bpd"] + res["recon_bpd"] + res["diffusion_bpd"])
-    assert main(["sample", str(run), "--n", "4", "--steps", "5", "--out", str(tmp_path / "s.png"),
-                 "--npz", str(tmp_path / "s.npz")]) == 0
-    x = np.load(tmp_path / "s.npz")["x"]
-    assert x.shape == (4, 1, 8, 8) and x.min() >= 0 and x.max() < 17
+    for samples in ("2", "1"):  # one draw: no Monte Carlo spread, null rather than NaN
+        assert main(["eval", str(run), "--samples", samples, "--json"]) == 0
+        res = json.loads(capsys.readouterr().out, parse_constant=_reject_nan)
+        assert res["n"] == 297 and np.isfinite(res["bpd"]) and res["stderr"] > 0
+        assert res["bpd"] == pytest.approx(res["prior_bpd"] + res["recon_bpd"] + res["diffusion_bpd"])
+    assert res["mc_std_bpd"] is None
+    # samples in the data's own format; a picture only when asked
+    assert main(["sample", str(run), "--n", "4", "--steps", "5", "-o", str(tmp_path / "s.npy"),
+                 "--preview", str(tmp_path / "p.png")]) == 0
+    x = np.load(tmp_path / "s.npy")
+    assert x.shape == (4, 1, 8, 8) and x.dtype == np.int64 and x.min() >= 0 and x.max() < 17
+    assert (tmp_path / "p.png").exists()
+    assert main(["sample", str(run), "--n", "2", "--steps", "5", "-o", str(tmp_path / "s.png")]) == 0
+    from PIL import Image
+
+    assert [np.asarray(Image.open(tmp_path / f"s_{i}.png")).max() < 17 for i in range(2)] == [True, True]
     grid = tmp_path / "g.json"
-    assert main(["schedule", str(run), "--method", "score-optimal", "--steps", "4", "--probe", "12",
-                 "--n-data", "16", "--out", str(grid), "--plot", str(tmp_path / "g.png")]) == 0
+    assert main(["grid", str(run), "--method", "score-optimal", "--steps", "4", "--check",
+                 "-o", str(grid), "--plot", str(tmp_path / "g.png")]) == 0
     assert "max / min" in capsys.readouterr().out and (tmp_path / "g.png").exists()
-    assert main(["sample", str(run), "--n", "4", "--sampler", "dpmpp2m", "--schedule", str(grid),
-                 "--out", str(tmp_path / "fast.png"), "--npz", str(tmp_path / "fast.npz")]) == 0
+    assert main(["sample", str(run), "--n", "4", "--sampler", "dpmpp2m", "--grid", str(grid),
+                 "-o", str(tmp_path / "fast.npz")]) == 0
     assert np.load(tmp_path / "fast.npz")["x"].shape == (4, 1, 8, 8)
-    assert main(["sample", str(run), "--n", "4", "--sampler", "euler", "--out", str(tmp_path / "x.png")]) == 2
+    # score-optimal inline: estimated once for these weights, cached in the run, reused for any step count
+    costs = run / "grids" / "score-optimal-corrector.costs.json"
+    assert costs.exists()  # written by `diffbits grid` above
+    stamp = costs.stat().st_mtime_ns
+    for steps in ("3", "6"):
+        assert main(["sample", str(run), "--n", "2", "--sampler", "heun", "--grid", "score-optimal", "--steps", steps,
+                     "-o", str(tmp_path / "so.npy")]) == 0
+        assert (run / "grids" / f"score-optimal-corrector-{steps}.json").exists()
+    assert costs.stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "2", "--steps", "3", "--schedule", "edm", "-o", str(tmp_path / "d.npy")]) == 0
+    assert "--schedule is deprecated" in capsys.readouterr().err
+    assert main(["sample", str(run), "--n", "4", "--sampler", "euler", "-o", str(tmp_path / "x.npy")]) == 2
+    assert main(["sample", str(run), "--n", "4", "--grid", "cosin", "-o", str(tmp_path / "x.npy")]) == 2
+    assert "choose from uniform-t" in capsys.readouterr().err
+    assert main(["sample", str(run), "-o", str(tmp_path / "x.txt")]) == 2
+    assert "write samples as .npy" in capsys.readouterr().err
+
+
+def test_interrupted_training_says_where_it_stopped_and_resumes(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (here: raised by the 3rd step) saves a checkpoint at the step reached, says so, and
+    --resume continues from it."""
+    run = tmp_path / "run"
+    real = Trainer.train_step
+
+    def step(self, progress=0.0):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return real(self, progress)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    sets = sum((["--set", s] for s in TINY), [])
+    assert main(["train", "--out", str(run), "--steps", "5", "--quiet", *sets]) == 130
+    err = capsys.readouterr().err
+    assert "stopped at step 2" in err and str(run / CHECKPOINT) in err and "--resume" in err
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 2
+    monkeypatch.setattr(Trainer, "train_step", real)
+    assert main(["train", "--out", str(run), "--steps", "5", "--quiet", "--resume"]) == 0
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 5
 
 
 def test_cli_reports_bad_data_clearly(tmp_path, capsys):

@@ -75,6 +75,7 @@ class RunConfig:
     data: str = "digits"
     levels: int = 0  # 0: inferred from the data
     shape: list[int] = field(default_factory=list)  # one example's shape, filled from the data
+    dtype: str = ""  # numpy dtype of the data's arrays, filled from the data ("": by the levels)
     labels: str = ""  # class labels for a conditional model: target (digits) | NPZ KEY | folders; "": none
     classes: list[str] = field(default_factory=list)  # class names, filled from the data
     crop: int = 0  # WAV folders: samples per example (0: data.AUDIO_CROP)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .io import load_arrays
 
 __all__ = ["Dataset", "DataError", "load_dataset", "DIGITS_TRAIN"]
 
@@ -42,6 +43,7 @@ class Dataset:
     name: str
     y: torch.Tensor | None = None  # int64 class labels (N,), for conditional models
     classes: list[str] | None = None  # class names, index = label
+    dtype: str = "<i8"  # numpy dtype of the source arrays (outputs such as samples are written in it)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -89,21 +91,16 @@ def _shape_examples(arr: np.ndarray, source: str) -> np.ndarray:
 
 
 def _load_array(path: Path, key: str | None) -> np.ndarray:
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        with np.load(path, allow_pickle=False) as z:
-            if key is None:
-                if len(z.files) != 1:
-                    raise DataError(f"{path}: holds arrays {z.files}; choose one with {path}:KEY")
-                key = z.files[0]
-            if key not in z.files:
-                raise DataError(f"{path}: no array {key!r}; it holds {z.files}")
-            return z[key]
-    except DataError:
-        raise
-    except Exception as e:  # corrupt zip, pickled object arrays, ...
-        raise DataError(f"{path}: cannot read array ({e})") from None
+    arrays = load_arrays(path)
+    if path.suffix == ".npy":
+        return arrays[""]
+    if key is None:
+        if len(arrays) != 1:
+            raise DataError(f"{path}: holds arrays {sorted(arrays)}; choose one with {path}:KEY")
+        (key,) = arrays
+    if key not in arrays:
+        raise DataError(f"{path}: no array {key!r}; it holds {sorted(arrays)}")
+    return arrays[key]
 
 
 def _load_folder(folder: Path) -> np.ndarray:
@@ -228,4 +225,4 @@ def load_dataset(spec: str, split: str = "train", levels: int | None = None, lab
         raise DataError(f"{spec}{'[...]' if m else ''}: the selection holds no examples")
     return Dataset(torch.from_numpy(np.ascontiguousarray(arr)).long(), int(k),
                    name + (f"[{m['start']}:{m['stop']}]" if m else ""),
-                   None if y is None else torch.from_numpy(np.asarray(y[sl])).long(), classes)
+                   None if y is None else torch.from_numpy(np.asarray(y[sl])).long(), classes, arr.dtype.str)

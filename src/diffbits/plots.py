@@ -83,35 +83,41 @@ def plot_metrics(metrics_path: Path, out: Path) -> Path | None:
 
 
 def plot_step_grid(grid, others: list, path: Path) -> Path:
-    """Left: gamma at each step of ``grid`` beside the fixed schedules ``others`` (same step
-    count). Right, for score-optimal grids: the probe cost density and each step's cost."""
+    """Left: gamma at each step of ``grid`` beside the fixed grids ``others`` (same step count).
+    Right, for grids with probe costs (score-optimal): the cost density along t and, when it was
+    re-estimated (``length_per_step``), each chosen step's cost. Legends sit below the axes."""
     plt = _pyplot()
 
-    has_cost = "length_per_step" in grid.info
-    fig, axes = plt.subplots(1, 2 if has_cost else 1, figsize=(11 if has_cost else 6, 4), squeeze=False)
+    has_cost = "probe_cost" in grid.info
+    fig, axes = plt.subplots(1, 2 if has_cost else 1, figsize=(12 if has_cost else 6, 4.6), squeeze=False)
     ax = axes[0, 0]
     for g in others:
         ax.plot(range(g.steps + 1), g.gamma.numpy(), ".-", alpha=0.6, label=g.method)
     ax.plot(range(grid.steps + 1), grid.gamma.numpy(), "o-", color="k", label=grid.method)
     ax.set(xlabel="step", ylabel="gamma = -log SNR", title=f"{grid.steps}-step grids")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
     if has_cost:
         ax = axes[0, 1]
-        t = np.asarray(grid.info["probe_t"])
-        c = np.asarray(grid.info["probe_cost"])
+        t, c = np.asarray(grid.info["probe_t"]), np.asarray(grid.info["probe_cost"])
         mid, width = (t[1:] + t[:-1]) / 2, np.abs(np.diff(t))
-        ax.semilogy(mid, np.sqrt(c) / width, label="sqrt(cost) per unit t (probe grid)")
-        ax2 = ax.twinx()
-        tg = grid.t.numpy()
-        ax2.bar((tg[1:] + tg[:-1]) / 2, grid.info["length_per_step"], width=np.abs(np.diff(tg)),
-                alpha=0.3, color="C1", edgecolor="C1", label="cost (length) of each chosen step")
-        ax2.set_ylabel("cost (length) of each step")
-        ax.set(xlabel="t", title="cost: equal per step")
-        ax.legend(loc="upper left", fontsize=8)
-        ax2.legend(loc="upper right", fontsize=8)
+        handles = ax.semilogy(mid, np.sqrt(np.clip(c, 1e-30, None)) / width, color="C0",
+                              label="sqrt(cost) per unit t (probe grid)")
+        for tg in grid.t.numpy():
+            ax.axvline(tg, color="k", lw=0.6, alpha=0.4)
+        handles.append(plt.Line2D([], [], color="k", lw=0.6, alpha=0.4, label="the grid's times"))
+        if "length_per_step" in grid.info:
+            ax2 = ax.twinx()
+            tg = grid.t.numpy()
+            handles.append(ax2.bar((tg[1:] + tg[:-1]) / 2, grid.info["length_per_step"], width=np.abs(np.diff(tg)),
+                                   alpha=0.2, color="C1", edgecolor="C1", label="re-estimated cost of each step"))
+            ax2.set(ylabel="cost (length) of each step", ylim=(0, 1.5 * max(grid.info["length_per_step"])))
+            ax.set_zorder(ax2.get_zorder() + 1)
+            ax.patch.set_visible(False)
+        ax.set(xlabel="t", title="step cost: the grid spends it equally")
+        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

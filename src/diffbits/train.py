@@ -111,7 +111,7 @@ class Trainer:
     def create(cls, cfg: RunConfig, run_dir: Path, data: Dataset | None = None, world: World | None = None,
                device: torch.device | None = None) -> "Trainer":
         data = data or load_dataset(cfg.data, "train", cfg.levels or None, cfg.labels or None, cfg.crop or None)
-        cfg.levels, cfg.shape = data.levels, list(data.shape)
+        cfg.levels, cfg.shape, cfg.dtype = data.levels, list(data.shape), data.dtype
         if cfg.labels:
             if data.y is None:
                 raise ValueError(f"labels={cfg.labels!r}, but the data {data.name} came without labels")
@@ -303,9 +303,11 @@ class Trainer:
                     self.save()
                     last_ckpt = time.time()
         except KeyboardInterrupt:
-            if main:
-                self.save()
-            raise
+            if not main:
+                raise
+            self.save()
+            raise KeyboardInterrupt(f"stopped at step {self.step}; checkpoint saved to {self.run_dir / CHECKPOINT}; "
+                                    f"continue with: diffbits train --out {self.run_dir} --resume") from None
         finally:
             bar.close()
             if log:

@@ -19,22 +19,12 @@ import torch
 
 from ..errors import ContainerError
 
-__all__ = ["MAGIC", "VERSION", "ContainerError", "pack", "unpack", "fingerprint", "array_digest"]
+__all__ = ["MAGIC", "VERSION", "ContainerError", "pack", "unpack", "array_digest"]
 
 MAGIC = b"DBITS\x00"
 VERSION = 2  # 2: the warm start (layout in the header)
 _HEAD = struct.Struct("<HI")
 _DIGEST = 32
-
-
-def fingerprint(config: dict, state_dict: dict) -> str:
-    """SHA-256 (first 128 bits) over the model's config (canonical JSON) and its weights, in name order."""
-    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:32]  # 128 bits
 
 
 def array_digest(a: np.ndarray) -> str:

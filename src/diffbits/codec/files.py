@@ -20,17 +20,13 @@ import torch
 
 from ..checkpoint import write_atomic
 from ..errors import DataError
-from ..runs import load_run
+from ..runs import load_run, model_fingerprint
 from .bitsback import BitsBackCoder, CodingError, OutOfRange
-from .container import ContainerError, array_digest, fingerprint, pack, unpack
-from .items import examples_of, read_item, restore, write_item
+from .container import ContainerError, array_digest, pack, unpack
+from ..io import examples_of, read_item, restore, write_item
 from .rate_optimal import LATTICE, chain_grid, rate_optimal_knots
 
-__all__ = ["compress", "decompress", "model_fingerprint"]
-
-
-def model_fingerprint(cfg, model) -> str:
-    return fingerprint({"model": asdict(cfg.model), "levels": cfg.levels, "shape": list(cfg.shape)}, model.state_dict())
+__all__ = ["compress", "decompress"]
 
 
 _EMPTY_STREAM = (np.zeros(0, np.uint32), {"layout": None, "initial_words": 0, "warm_words": 0,

@@ -1,0 +1,108 @@
+"""``diffbits sample`` and ``diffbits grid``: draw from a run, and choose the noise levels a sampler visits."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_device, add_grid, add_seed, class_labels, command, grid_name, warn
+
+
+def add_parsers(sub) -> None:
+    p = command(sub, "sample", run_sample, "draw samples from a trained run",
+                "Draw --n samples and write them in the run's own data format: -o FILE.npy / FILE.npz (key x),\n"
+                "or -o FILE.png for image data (one PNG per sample, FILE_0.png ... when --n > 1, the data's\n"
+                "levels unscaled). --preview writes a picture grid to look at.")
+    p.add_argument("run", type=Path, help="a run directory")
+    p.add_argument("-o", "--out", type=Path, help="FILE.npy | FILE.npz | FILE.png: the samples")
+    p.add_argument("--preview", type=Path, help="FILE.png: a grid of the samples to look at (scaled to 0..255)")
+    p.add_argument("--npz", type=Path, help=argparse.SUPPRESS)  # deprecated: -o FILE.npz
+    p.add_argument("--n", type=int, default=64, help="number of samples (per class, on conditional runs)")
+    add_grid(p, steps=250, sampler_help="ancestral | ddim | heun | dpmpp2m; blur models: momentum | naive")
+    add_seed(p)
+    p.add_argument("--class", dest="classes", action="append", metavar="C",
+                   help="conditional runs: class name or index (repeatable; default: every class, one row each)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance w: eps_u + w (eps_c - eps_u); 1 conditional, 0 unconditional")
+    add_device(p)
+
+    p = command(sub, "grid", run_grid_command, "choose a sampling grid: score-optimal or a fixed one",
+                "Write the noise levels an N-step sampler visits (times and gammas, noisiest first) to a JSON file\n"
+                "that `sample --grid FILE.json` takes. `sample --grid score-optimal` does the same inline.",
+                aliases=["schedule"])
+    p.add_argument("run", type=Path, help="a run directory")
+    p.add_argument("--method", default="score-optimal",
+                   help="score-optimal | uniform-t | uniform-logsnr | edm | cosine | wasserstein (blur models)")
+    p.add_argument("--steps", type=int, default=10, help="steps of the grid")
+    p.add_argument("-o", "--out", type=Path, required=True, help="GRID.json: times and gammas, noisiest first")
+    p.add_argument("--plot", type=Path, help="PNG: the grid beside the fixed grids (and its costs)")
+    p.add_argument("--variant", default="corrector", choices=["corrector", "predictor"],
+                   help="score-optimal cost (Williams et al. 2024): corrector or predictor")
+    p.add_argument("--data", help="data to noise for the cost estimate (default: the run's training data)")
+    p.add_argument("--check", action="store_true",
+                   help="score-optimal: re-estimate each chosen step's cost with fresh noise (equal when it works)")
+    add_seed(p)
+    add_device(p)
+
+
+def run_sample(a) -> int:
+    import torch
+
+    from ..io import samples_meta, write_samples
+    from ..plots import save_grid
+    from ..runs import load_run, run_grid
+
+    if a.npz is not None:
+        warn("--npz is deprecated; use -o FILE.npz")
+        if a.out is not None and a.out != a.npz:
+            raise ValueError("give -o only (--npz is its deprecated name)")
+        a.out = a.npz
+    if a.out is None and a.preview is None:
+        raise ValueError("say where the samples go: -o FILE.npy|.npz|.png and/or --preview GRID.png")
+    if a.n < 1:
+        raise ValueError(f"--n must be at least 1, got {a.n}")
+    cfg, model = load_run(a.run, a.device)
+    if a.out is not None:
+        samples_meta(a.out, cfg.shape, cfg.levels, cfg.dtype)  # a wrong suffix fails before sampling
+    grid = run_grid(a.run, cfg, model, grid_name(a), a.steps, progress=True)
+    gen = torch.Generator().manual_seed(a.seed)
+    sampler = a.sampler or ("momentum" if cfg.model.process == "blur" else "ancestral")
+    cond, cols, n = class_labels(cfg, a.classes, a.guidance, a.run), None, a.n
+    if cond is not None:  # one row of n per class
+        cond, cols = cond.repeat_interleave(a.n), a.n
+        n = len(cond)
+    x = model.sample(n, grid.steps, cond=cond, guidance=a.guidance, generator=gen, progress=True, sampler=sampler,
+                     grid=grid).cpu()
+    if a.out is not None:
+        paths = write_samples(x.numpy(), a.out, cfg.shape, cfg.levels, cfg.dtype)
+        print(f"samples: {paths[0]}" + (f" ... {paths[-1].name} ({len(paths)} files)" if len(paths) > 1 else ""))
+    if a.preview is not None:
+        print(f"preview: {save_grid(x, cfg.levels, a.preview, cols=cols)}")
+    return 0
+
+
+def run_grid_command(a) -> int:
+    from ..grids import FIXED, fixed_grid
+    from ..plots import plot_step_grid
+    from ..runs import COST_EXAMPLES, load_run, run_grid, signal_examples
+    from ..score_optimal import step_lengths
+
+    if a.cmd == "schedule":
+        warn("`diffbits schedule` is deprecated (it makes a sampling grid, not a noise schedule); use `diffbits grid`")
+    cfg, model = load_run(a.run, a.device)
+    grid = run_grid(a.run, cfg, model, a.method, a.steps, data=a.data, variant=a.variant, seed=a.seed, progress=True)
+    if a.method == "wasserstein":
+        print(f"W2 length of the path: {grid.info['total_w2_length']:.3g}, "
+              f"{grid.info['total_w2_length'] / a.steps:.3g} per step")
+    if a.method == "score-optimal" and a.check:
+        f = signal_examples(cfg, model, a.data, COST_EXAMPLES, a.seed + 1)
+        length = step_lengths(model, f, grid, a.variant)
+        grid.info["length_per_step"] = length.tolist()
+        print("estimated cost (length) per step: " + " ".join(f"{c:.3g}" for c in length.tolist()))
+        print(f"  max / min: {(length.max() / length.min()).item():.2f} (equal cost per step: 1)")
+    print("gamma: " + " ".join(f"{g:.2f}" for g in grid.gamma.tolist()))
+    print(f"grid: {grid.save(a.out)}")
+    if a.plot:
+        blur = cfg.model.process == "blur"
+        others = [fixed_grid(m, model.schedule, a.steps) for m in FIXED if m != a.method and not (blur and m != "uniform-t")]
+        print(f"plot: {plot_step_grid(grid, others, a.plot)}")
+    return 0
