@@ -157,7 +157,8 @@ def frechet(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
 # -- one model --------------------------------------------------------------------------------
 
 def run_model(name, model, f_train, test_signal, nfes, n, quality, seed=0, gmm=None):
-    """Rows of (method, nfe, rmse, quality) for one model."""
+    """Rows of (method, nfe, rmse, quality) for one model, and the wall time (s) of its
+    score-optimal estimate (probe costs, shared by every step count)."""
     z = randn_like(torch.empty((n,) + tuple(model.data_shape if gmm is None else (2,))),
                    torch.Generator().manual_seed(seed))
     eps_fn = lambda zz, g: model.eps_hat(zz, g)  # noqa: E731
@@ -170,7 +171,10 @@ def run_model(name, model, f_train, test_signal, nfes, n, quality, seed=0, gmm=N
     ref = finish(SAMPLERS["dpmpp2m"](eps_fn, z, ref_grid.gamma.to(z.dtype)), ref_grid.gamma[-1])
     print(f"[{name}] reference: 1000 steps in {time.time() - tic:.0f} s", flush=True)
     f_probe = f_train[torch.randperm(len(f_train), generator=torch.Generator().manual_seed(1))[:256]]
+    tic = time.time()
     costs = probe_costs(model, f_probe, 100, generator=torch.Generator().manual_seed(2), progress=True)
+    estimate_s = time.time() - tic
+    print(f"[{name}] score-optimal estimate: {estimate_s:.1f} s", flush=True)
     rows = []
     for nfe in nfes:
         for sampler in SAMPLERS:
@@ -190,13 +194,14 @@ def run_model(name, model, f_train, test_signal, nfes, n, quality, seed=0, gmm=N
                 continue
             rows.append((peer, nfe, float((x - ref).pow(2).mean().sqrt()), quality(x)))
         print(f"[{name}] NFE {nfe} done", flush=True)
-    return rows
+    return rows, estimate_s
 
 
-def table(name, rows, nfes, metric):
+def table(name, rows, nfes, metric, estimate_s):
     methods = list(dict.fromkeys(r[0] for r in rows))
     by = {(r[0], r[1]): r for r in rows}
     out = [f"**{name}**: RMSE to the 1000-step reference / {metric}, by NFE", "",
+           f"Score-optimal estimate (probe costs, 100 levels, shared by every NFE): {estimate_s:.1f} s wall", "",
            "| sampler / schedule | " + " | ".join(f"NFE {k}" for k in nfes) + " |",
            "|---|" + "---|" * len(nfes)]
     for m in methods:
@@ -264,7 +269,7 @@ def main(argv=None) -> int:
         if name == "gmm":
             gmm = GaussianMixture()
             train_f = gmm.sample(4096, 0)
-            rows = run_model(name, gmm, train_f, None, nfes, a.n or 2000, gmm.nll, gmm=gmm)
+            rows, estimate_s = run_model(name, gmm, train_f, None, nfes, a.n or 2000, gmm.nll, gmm=gmm)
             metric = "exact NLL of the samples (nats; data's own: %.3f)" % gmm.nll(gmm.sample(20000, 1).double())
         else:
             run = a.digits_run if name == "digits" else a.mnist_run
@@ -272,12 +277,12 @@ def main(argv=None) -> int:
                 model, train_f, test_x, levels = trained(name, run, a.train_minutes, a.mnist)
                 net = feature_net(name, train_f)
             test_f = data_to_signal(test_x, levels, torch.float32)
-            rows = run_model(name, model, train_f, test_f, nfes, a.n or (256 if name == "digits" else 48),
-                             lambda x: frechet(net, x, test_f))
+            rows, estimate_s = run_model(name, model, train_f, test_f, nfes, a.n or (256 if name == "digits" else 48),
+                                         lambda x: frechet(net, x, test_f))
             metric = "Frechet distance to held-out data (classifier features)"
         print(f"[{name}] {time.time() - tic:.0f} s", flush=True)
         results[name] = rows
-        tables.append(table(name, rows, nfes, metric))
+        tables.append(table(name, rows, nfes, metric, estimate_s))
         verdicts.append(verdict(name, rows))
     CACHE.mkdir(parents=True, exist_ok=True)
     fig = plot(results, HERE / "sampling.png")

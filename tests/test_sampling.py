@@ -1,16 +1,14 @@
-"""Samplers, step schedules and score-optimal grids, against closed forms for Gaussian data."""
+"""Samplers and step schedules, against closed forms for Gaussian data (score-optimal grids:
+test_score_optimal.py)."""
 import math
 
-import numpy as np
 import pytest
 import torch
-from scipy.optimize import brentq
 
 from diffbits import VDM
 from diffbits.grids import FIXED, Grid, fixed_grid
 from diffbits.samplers import SAMPLERS, steps_for_nfe
 from diffbits.schedules import FixedLinear, MonotoneNet, alpha_sigma
-from diffbits.score_optimal import score_optimal
 
 S_DATA = 0.5  # data ~ N(0, S_DATA^2) per coordinate, in signal space
 
@@ -101,29 +99,6 @@ def test_edm_grid_follows_its_formula():
     i = torch.arange(11) / 10
     expected = (math.exp(3.0 / 7) + i * (math.exp(-4.0 / 7) - math.exp(3.0 / 7))) ** 7
     torch.testing.assert_close(s, expected.double(), rtol=1e-6, atol=0)
-
-
-def closed_form_length(gamma, s=S_DATA):
-    """Corrector length for N(0, s^2) data on the VE path ``x = f + r eta``, ``r = exp(gamma/2)``:
-    the score is ``-x / (s^2 + r^2)``, so ``L(r, r + d) ~ 4 r^4 d^2 / (s^2 + r^2)^3`` and
-    ``dLambda = 2 r^2 / (s^2 + r^2)^(3/2) dr``; with ``r = s sinh(u)`` it integrates to
-    ``2 (asinh v - v / sqrt(1 + v^2))``, ``v = r / s``."""
-    v = math.exp(gamma / 2) / s
-    return 2 * (math.asinh(v) - v / math.sqrt(1 + v**2))
-
-
-def test_score_optimal_grid_for_a_gaussian_matches_its_closed_form():
-    model = GaussianModel(SCHED)
-    f = S_DATA * torch.randn(4096, 16, generator=torch.Generator().manual_seed(0))
-    steps = 12
-    grid = score_optimal(model, f, steps, probe=200, generator=torch.Generator().manual_seed(1))
-    lo, hi = closed_form_length(-8.0), closed_form_length(6.0)
-    expected = [brentq(lambda g: closed_form_length(g) - (lo + (hi - lo) * k / steps), -8.0, 6.0)
-                for k in range(steps, -1, -1)]
-    np.testing.assert_allclose(grid.gamma.numpy(), expected, atol=0.1)
-    length = np.asarray(grid.info["length_per_step"])  # re-estimated, fresh noise: equal per step
-    assert length.max() / length.min() < 1.15
-    assert length.sum() == pytest.approx(hi - lo, rel=0.03)  # the closed-form total length
 
 
 def test_grid_files_round_trip_and_reject_bad_grids(tmp_path):

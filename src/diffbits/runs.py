@@ -28,7 +28,6 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 GRIDS = "grids"
 GRID_NAMES = (*FIXED, "score-optimal", "wasserstein")
-COST_EXAMPLES = 128  # training examples noised for a score-optimal cost estimate
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[RunConfig, VDM]:
@@ -87,13 +86,13 @@ def run_grid(run_dir: str | Path, cfg: RunConfig, model, name: str, steps: int, 
 
         grid = wasserstein_grid(model.corruption, signal_examples(cfg, model, data, 512, seed), steps)
     else:
-        from .score_optimal import probe_costs, score_optimal
+        from .score_optimal import EXAMPLES, probe_costs, score_optimal
 
         costs_file = folder / f"score-optimal-{variant}.costs.json"
         costs = _load_costs(costs_file, key, data)
         if costs is None:
             gen = torch.Generator(model.schedule.gamma_0.device).manual_seed(seed)
-            costs = probe_costs(model, signal_examples(cfg, model, data, COST_EXAMPLES, seed), variant=variant,
+            costs = probe_costs(model, signal_examples(cfg, model, data, EXAMPLES, seed), variant=variant,
                                 generator=gen, progress=progress)
             body = {"model": key, "data": data or cfg.data, "t": costs[0].tolist(), "cost": costs[1].tolist()}
             write_atomic(costs_file, lambda fh: fh.write(json.dumps(body).encode()))

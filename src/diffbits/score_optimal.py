@@ -1,4 +1,4 @@
-"""Score-optimal step schedules (Williams, Campbell, Doucet, Syed 2024; SPEC 2).
+"""Score-optimal step grids (Williams, Campbell, Doucet, Syed 2024; docs/score_optimal.md).
 
 For any model exposing ``schedule`` (``gamma(t)``) and ``eps_hat(z, gamma)``:
 1. on a fine probe grid, estimate the cost of each step ``t -> t'`` from score calls. As in
@@ -12,6 +12,13 @@ For any model exposing ``schedule`` (``gamma(t)``) and ``eps_hat(z, gamma)``:
 3. the N-step grid spends equal length per step: ``t_i = Lambda^-1(i Lambda_total / N)``,
    with a monotone cubic (PCHIP) inverse.
 Costs are per dimension (mean over coordinates), so they read the same for any data size.
+
+Fast by default (docs/score_optimal.md): ``EXAMPLES`` data rows; the probe steps batched,
+many (example, probe level) rows per network call, each row with its own gamma; common random
+numbers, one noise ``eps`` per example shared by every probe level, so neighbouring costs are
+correlated and the cost curve is smooth; no re-check (``check=False``). ``examples=None,
+common_noise=False, batch=len(f)`` is the thorough estimate: all of ``f``, fresh noise and one
+network call per probe level.
 """
 from __future__ import annotations
 
@@ -21,45 +28,77 @@ import numpy as np
 import torch
 from scipy.interpolate import PchipInterpolator
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from .progress import progress as progress_bar
 from .grids import Grid, gamma_of, gamma_to_t
-from .samplers import ddim
 from .schedules import alpha_sigma
-from .tensors import randn_like
+from .tensors import append_dims, randn_like
 
-__all__ = ["VARIANTS", "probe_costs", "step_costs", "step_lengths", "equal_cost_times", "score_optimal", "blend"]
+__all__ = ["VARIANTS", "blend", "equal_cost_times", "probe_costs", "score_optimal", "step_costs", "step_lengths"]
 
 VARIANTS = ("corrector", "predictor")
+EXAMPLES = 64  # data rows of the fast estimate (tests/test_score_optimal.py bounds its grid error)
+CALL_NUMBERS = {"cpu": 2**16, "other": 2**22}  # data numbers per network call when ``batch`` is None
 
 
-def _call(model, z: Tensor, gamma: float) -> Tensor:
-    g = torch.full((z.shape[0],), gamma, device=z.device, dtype=z.dtype)
-    return model.eps_hat(z, g)
+def _subset(f: Tensor, examples: int | None) -> Tensor:
+    """``examples`` rows of ``f`` spread evenly over it (all of them for None)."""
+    if examples is None or examples >= len(f):
+        return f
+    return f[torch.linspace(0, len(f) - 1, examples).round().long().to(f.device)]
 
 
-@torch.no_grad()
+def _rows_per_call(f: Tensor, batch: int | None) -> int:
+    """``batch``, or as many rows as hold ``CALL_NUMBERS`` data numbers (on a CPU, calls of
+    about 2^16 numbers ran fastest; larger ones left the cache)."""
+    if batch is not None:
+        return batch
+    numbers = CALL_NUMBERS["cpu" if f.device.type == "cpu" else "other"]
+    return max(1, numbers // max(1, f[0].numel()))
+
+
+def _per_row(v: Tensor, f: Tensor) -> Tensor:
+    """One value per probe step (k,) for each of the n rows of ``f``: (k n, 1, ...), step-major."""
+    return append_dims(v.to(f.device, f.dtype).repeat_interleave(len(f)), f.dim())
+
+
+def _chunk_costs(model, f: Tensor, eps: Tensor, g_a: Tensor, g_b: Tensor, variant: str) -> Tensor:
+    """Costs (k,) of the steps ``g_a -> g_b`` in one batch of k n rows (step j, example i) at row
+    j n + i. ``eps`` is the noise, (n, ...) shared by the steps or (k, n, ...) one per step."""
+    k = len(g_a)
+    (a_a, s_a), (a_b, s_b) = alpha_sigma(g_a), alpha_sigma(g_b)
+    rows = lambda v: _per_row(v, f)
+    f_rows = f.repeat(k, *(1,) * (f.dim() - 1))
+    z = rows(a_a) * f_rows + rows(s_a) * eps.expand(k, *f.shape).reshape(f_rows.shape)  # z_t = alpha f + sigma eps
+    eps_a = model.eps_hat(z, rows(g_a).flatten())
+    if variant == "corrector":  # same x = z / alpha seen at t': z' = (alpha'/alpha) z, weight s'/s = exp((g' - g)/2)
+        diff = rows(((g_b - g_a) / 2).exp()) * eps_a - model.eps_hat(rows(a_b / a_a) * z, rows(g_b).flatten())
+    else:  # one DDIM step a -> b reusing eps_a, then how far eps_hat moved along it
+        z_b = rows(a_b / a_a) * (z - rows(s_a) * eps_a) + rows(s_b) * eps_a
+        diff = model.eps_hat(z_b, rows(g_b).flatten()) - eps_a
+    return diff.reshape(k, -1).double().pow(2).mean(1).cpu()
+
+
+@torch.no_grad()  # not inference_mode: the online grid runs mid-training, on the EMA model
 def step_costs(model, f: Tensor, t: Tensor, variant: str = "corrector", generator=None,
-               progress: bool = False) -> Tensor:
-    """Per-dimension cost of each step ``t[j] -> t[j+1]`` (``t`` in either order); the data
-    ``f`` (signal space, (B, ...)) are noised afresh at each ``t[j]``. Returns float64 (len(t) - 1,)."""
+               progress: bool = False, *, batch: int | None = None, common_noise: bool = True) -> Tensor:
+    """Per-dimension cost of each step ``t[j] -> t[j+1]`` (``t`` in either order) for data ``f``
+    (signal space, (B, ...)) noised to ``t[j]``: float64 (len(t) - 1,). Steps share network calls
+    of up to ``batch`` rows (at least B; None: sized to the data, see ``CALL_NUMBERS``). With
+    ``common_noise`` one noise draw serves every step (common random numbers: neighbouring costs
+    share their noise, so the cost curve is smooth); without, each step draws its own (the
+    per-step estimate of Williams et al. 2024), the same numbers for any ``batch``."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown cost variant {variant!r}; choose from {', '.join(VARIANTS)}")
     gammas = gamma_of(model.schedule, t)
-    out = torch.empty(len(t) - 1, dtype=torch.float64)
-    for j in tqdm(range(len(t) - 1), desc=f"{variant} cost", disable=not progress, leave=False):
-        g_a, g_b = float(gammas[j]), float(gammas[j + 1])
-        (a_a, a_b), (s_a, _) = alpha_sigma(torch.tensor([g_a, g_b], dtype=torch.float64))
-        z = float(a_a) * f + float(s_a) * randn_like(f, generator)
-        eps_a = _call(model, z, g_a)
-        if variant == "corrector":  # same x = z / alpha, seen at t': z' = (alpha' / alpha) z
-            ratio = math.exp((g_b - g_a) / 2)  # s' / s, s = sigma / alpha = exp(gamma / 2)
-            diff = ratio * eps_a - _call(model, float(a_b / a_a) * z, g_b)
-        else:  # one DDIM step a -> b (reusing eps_a), then how much eps_hat moved along it
-            z_b = ddim(lambda *_: eps_a, z, gammas[j:j + 2].to(z.dtype))
-            diff = _call(model, z_b, g_b) - eps_a
-        out[j] = diff.double().pow(2).mean()
-    return out
+    per_call = max(1, _rows_per_call(f, batch) // len(f))
+    shared = randn_like(f, generator) if common_noise else None
+    out = []
+    for j in progress_bar(range(0, len(t) - 1, per_call), desc=f"{variant} cost", enabled=progress):
+        g = gammas[j:j + per_call + 1]
+        eps = shared if common_noise else torch.stack([randn_like(f, generator) for _ in range(len(g) - 1)])
+        out.append(_chunk_costs(model, f, eps, g[:-1], g[1:], variant))
+    return torch.cat(out)
 
 
 def equal_cost_times(t_probe: Tensor, costs: Tensor, steps: int) -> Tensor:
@@ -84,38 +123,46 @@ def _probe_times(schedule, probe: int) -> Tensor:
     return torch.from_numpy(np.minimum.accumulate(t.numpy()))
 
 
-@torch.no_grad()
 def probe_costs(model, f: Tensor, probe: int = 100, variant: str = "corrector", generator=None,
-                progress: bool = False) -> tuple[Tensor, Tensor]:
-    """Step costs on a probe grid uniform in gamma: ``(t_probe, costs)``, reusable for any N."""
+                progress: bool = False, *, examples: int | None = EXAMPLES, batch: int | None = None,
+                common_noise: bool = True) -> tuple[Tensor, Tensor]:
+    """Step costs on a probe grid uniform in gamma: ``(t_probe, costs)``, reusable for any N.
+    Uses ``examples`` rows of ``f`` spread evenly over it (None: all of them); ``batch`` and
+    ``common_noise`` as in ``step_costs``."""
     t_probe = _probe_times(model.schedule, probe)
-    return t_probe, step_costs(model, f, t_probe, variant, generator, progress)
+    c = step_costs(model, _subset(f, examples), t_probe, variant, generator, progress,
+                   batch=batch, common_noise=common_noise)
+    return t_probe, c
 
 
-@torch.no_grad()
 def score_optimal(model, f: Tensor, steps: int, probe: int = 100, variant: str = "corrector",
                   generator=None, progress: bool = False, costs: tuple[Tensor, Tensor] | None = None,
-                  check: bool = True) -> Grid:
+                  check: bool = False, *, examples: int | None = EXAMPLES, batch: int | None = None,
+                  common_noise: bool = True) -> Grid:
     """The score-optimal ``steps``-step grid for ``model`` on data ``f`` (signal space).
-    ``costs`` reuses a ``probe_costs`` result; with ``check``, ``info['length_per_step']``
-    re-estimates each chosen step's cost with fresh noise (equal per step when it works)."""
+    ``costs`` reuses a ``probe_costs`` result (one pass serves every N; ``f`` may then be None);
+    ``examples``, ``batch`` and ``common_noise`` are passed to ``probe_costs``. The re-check is
+    off by default: with ``check``, ``info['length_per_step']`` re-estimates each chosen step's
+    length with fresh noise (``step_lengths``, a second pass as long as the estimate itself)."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    t_probe, c = costs if costs is not None else probe_costs(model, f, probe, variant, generator, progress)
+    t_probe, c = costs if costs is not None else probe_costs(
+        model, f, probe, variant, generator, progress, examples=examples, batch=batch, common_noise=common_noise)
     t = equal_cost_times(t_probe, c, steps)
     grid = Grid(t, gamma_of(model.schedule, t), f"score-optimal ({variant})")
     grid.info.update(variant=variant, probe_t=t_probe.tolist(), probe_cost=c.tolist())
     if check:
-        grid.info["length_per_step"] = step_lengths(model, f, grid, variant, len(t_probe), generator).tolist()
+        lengths = step_lengths(model, _subset(f, examples), grid, variant, len(t_probe), generator, batch=batch)
+        grid.info["length_per_step"] = lengths.tolist()
     return grid
 
 
-@torch.no_grad()
 def step_lengths(model, f: Tensor, grid: Grid, variant: str = "corrector", pieces: int = 100,
-                 generator=None) -> Tensor:
+                 generator=None, *, batch: int | None = None) -> Tensor:
     """An independent estimate of each grid step's length ``sum sqrt(L)``: the steps cut
-    into about ``pieces`` pieces of equal gamma width in all, costed with fresh noise. Equal
-    across the steps of a score-optimal grid; for any other grid, it shows where the cost goes."""
+    into about ``pieces`` pieces of equal gamma width in all, costed with fresh noise (one
+    draw shared by the pieces). Equal across the steps of a score-optimal grid; for any
+    other grid, it shows where the cost goes."""
     g = grid.gamma
     width = float(g[0] - g[-1]) / pieces
     cuts = [max(1, math.ceil(float(g[i] - g[i + 1]) / width)) for i in range(grid.steps)]
@@ -123,10 +170,10 @@ def step_lengths(model, f: Tensor, grid: Grid, variant: str = "corrector", piece
                      for i, n in enumerate(cuts)] + [g[-1:]])
     t = gamma_to_t(model.schedule, sub)
     t[0], t[-1] = grid.t[0], grid.t[-1]
-    lengths = step_costs(model, f, t, variant, generator).sqrt()
+    lengths = step_costs(model, f, t, variant, generator, batch=batch).sqrt()
     return torch.stack([part.sum() for part in lengths.split(cuts)])
 
 
 def blend(current: Tensor, target: Tensor, b: float) -> Tensor:
-    """Online update ``t <- b t* + (1 - b) t`` (SPEC 2); decreasing stays decreasing."""
+    """Online update ``t <- b t* + (1 - b) t`` (docs/score_optimal.md eq. 9); decreasing stays decreasing."""
     return b * target.to(current) + (1 - b) * current

@@ -83,8 +83,8 @@ def run_sample(a) -> int:
 def run_grid_command(a) -> int:
     from ..grids import FIXED, fixed_grid
     from ..plots import plot_step_grid
-    from ..runs import COST_EXAMPLES, load_run, run_grid, signal_examples
-    from ..score_optimal import step_lengths
+    from ..runs import load_run, run_grid, signal_examples
+    from ..score_optimal import EXAMPLES, step_lengths
 
     if a.cmd == "schedule":
         warn("`diffbits schedule` is deprecated (it makes a sampling grid, not a noise schedule); use `diffbits grid`")
@@ -94,7 +94,7 @@ def run_grid_command(a) -> int:
         print(f"W2 length of the path: {grid.info['total_w2_length']:.3g}, "
               f"{grid.info['total_w2_length'] / a.steps:.3g} per step")
     if a.method == "score-optimal" and a.check:
-        f = signal_examples(cfg, model, a.data, COST_EXAMPLES, a.seed + 1)
+        f = signal_examples(cfg, model, a.data, EXAMPLES, a.seed + 1)  # fresh examples and noise
         length = step_lengths(model, f, grid, a.variant)
         grid.info["length_per_step"] = length.tolist()
         print("estimated cost (length) per step: " + " ".join(f"{c:.3g}" for c in length.tolist()))
