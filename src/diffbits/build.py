@@ -6,13 +6,15 @@ import math
 from .config import ModelConfig
 from .corruptions import BlurSchedule, Corruption
 from .nets import ContinuousUNet, ResidualMLP, ScoreUNet, UNet, fourier_periods
+from .nets.resample import default_channel_mult
 from .schedules import build_schedule
 from .soft import SoftDiffusion
 from .vdm import VDM
 
-__all__ = ["build_model", "build_denoiser", "default_gamma_0", "NETS"]
+__all__ = ["build_model", "build_denoiser", "default_gamma_0", "attention_level", "NETS", "ATTENTION_POSITIONS"]
 
 NETS = ("score_unet", "unet", "continuous_unet", "mlp")
+ATTENTION_POSITIONS = 256  # self-attention only where a level has at most this many positions
 
 
 def default_gamma_0(levels: int) -> float:
@@ -40,10 +42,23 @@ def build_denoiser(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int, h
         return ScoreUNet(depth=cfg.depth, dropout=cfg.dropout, attention=cfg.attention, **common)
     size = min(data_shape[1:])
     if net == "unet":
-        return UNet(channel_mult=cfg.channel_mult, num_res_blocks=cfg.res_blocks, dropout=cfg.dropout,
-                    attention_levels=(1,) if cfg.attention else (), size=size, **common)
+        mult = cfg.channel_mult or default_channel_mult(size)
+        return UNet(channel_mult=mult, num_res_blocks=cfg.res_blocks, dropout=cfg.dropout,
+                    attention_levels=attention_level(data_shape, len(mult)) if cfg.attention else (), size=size,
+                    **common)
     return ContinuousUNet(channel_mult=cfg.channel_mult, ode_steps=cfg.ode_steps, ode_solver=cfg.ode_solver,
                           attention=cfg.attention, size=size, **common)
+
+
+def attention_level(data_shape: tuple[int, ...], levels: int) -> tuple[int, ...]:
+    """The U-Net level that gets self-attention: the first (finest) one with at most
+    ``ATTENTION_POSITIONS`` positions, as DDPM's 16x16 level of a 32x32 image; none if no level
+    is that small (the middle block's attention, at the coarsest level, is always there)."""
+    sides = data_shape[1:]
+    for level in range(levels):
+        if math.prod(math.ceil(s / 2**level) for s in sides) <= ATTENTION_POSITIONS:
+            return (level,)
+    return ()
 
 
 def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int) -> VDM:

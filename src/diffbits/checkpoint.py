@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "write_atomic", "CHECKPOINT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "write_atomic", "CHECKPOINT", "CHECKPOINT_STABLE"]
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_STABLE = "checkpoint-stable.pt"  # a wsd run's state when its final decay began
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

@@ -48,12 +48,14 @@ class TrainConfig:
     batch_size: int = 128  # the global batch, over all processes and micro-batches
     micro_batch: int = 0  # examples per process per forward pass (0: batch_size / processes); the rest is accumulated
     lr: float = 2e-3
-    warmup: int = 200
+    warmup: int = 200  # steps of linear warm-up (see warmup_fraction)
+    warmup_fraction: float = 0.0  # > 0: warm up over this share of the run's steps instead (--minutes: measured)
     grid_every: int = 0  # > 0: refit a score-optimal sampling grid every N steps (docs/score_optimal.md eq. 9)
     grid_steps: int = 20  # steps of that grid
     grid_blend: float = 0.1  # t <- b t* + (1 - b) t
     grid_variant: str = "corrector"  # corrector | predictor
-    lr_decay: str = "none"  # none (constant after warm-up, as VDM) | cosine (to 0 at the end of the budget)
+    lr_decay: str = "none"  # none (constant after warm-up, as VDM) | cosine (to 0 at the end of the budget) | wsd
+    decay_fraction: float = 0.2  # wsd: constant, then a cosine decay to 0 over this last share of the budget
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     grad_clip: float = 1.0  # 0 disables
@@ -81,6 +83,7 @@ class RunConfig:
     crop: int = 0  # WAV folders: samples per example (0: data.AUDIO_CROP)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    recipe: list[dict] = field(default_factory=list)  # the recipe's decisions (field, value, reason), if it ran
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

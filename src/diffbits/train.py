@@ -14,6 +14,7 @@ import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -24,11 +25,11 @@ from torch.optim.swa_utils import AveragedModel
 from . import bound as B
 from . import distributed
 from .build import build_model
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, CHECKPOINT_STABLE, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import Dataset, load_dataset
 from .distributed import World, all_sum, from_main, micro_slices, pick_device
-from .errors import RunExists, TrainingDiverged
+from .errors import RunError, RunExists, TrainingDiverged
 from .grids import Grid, gamma_of
 from .plots import plot_metrics, save_grid
 from .progress import progress as progress_bar
@@ -38,6 +39,8 @@ from .score_optimal import blend, score_optimal
 from .vdm import VDM
 
 __all__ = ["train", "Trainer"]
+
+MEASURE_STEPS, MEASURE_S = 2, 10.0  # the step rate is measured after this many steps and seconds (or 2% of the budget)
 
 
 
@@ -106,6 +109,9 @@ class Trainer:
     step: int = 0
     elapsed: float = 0.0  # seconds of training across all invocations
     grid_t: Tensor | None = None  # online score-optimal sampling grid (times, noisiest first)
+    clock: Callable[[], float] = time.monotonic  # wall clock of the budget (a fake one in tests)
+    say: Callable[[str], None] | None = None  # where decisions taken during training are reported
+    on_step: Callable[["Trainer"], None] | None = None  # called after every step (benchmarks take snapshots)
 
     @classmethod
     def create(cls, cfg: RunConfig, run_dir: Path, data: Dataset | None = None, world: World | None = None,
@@ -151,8 +157,8 @@ class Trainer:
     def save(self) -> None:
         save_checkpoint(self.state(), self.run_dir / CHECKPOINT)
 
-    def load(self) -> None:
-        ck = load_checkpoint(self.run_dir / CHECKPOINT, map_location=self.device)
+    def load(self, name: str = CHECKPOINT) -> None:
+        ck = load_checkpoint(self.run_dir / name, map_location=self.device)
         self.model.load_state_dict(ck["model"])
         self.ema.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
@@ -161,15 +167,41 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------
     def lr_at(self, step: int, progress: float = 0.0) -> float:
-        """Linear warm-up, then constant or cosine decay; ``progress`` in [0, 1] is the
-        fraction of the budget spent (steps, or this invocation's wall clock)."""
+        """Linear warm-up over ``train.warmup`` steps, then constant (``none``), a cosine decay
+        to 0 (``cosine``), or constant and a cosine decay over the last ``decay_fraction`` of the
+        budget (``wsd``: warm-up, stable, decay); ``progress`` in [0, 1] is the fraction of the
+        budget spent (steps of the run, or this invocation's wall clock)."""
         t = self.cfg.train
         lr = t.lr * min(1.0, (step + 1) / max(1, t.warmup))
+        progress = min(1.0, progress)
         if t.lr_decay == "cosine":
-            lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            lr *= 0.5 * (1 + math.cos(math.pi * progress))
+        elif t.lr_decay == "wsd":
+            start = 1.0 - t.decay_fraction
+            if progress > start:
+                lr *= 0.5 * (1 + math.cos(math.pi * (progress - start) / t.decay_fraction))
         elif t.lr_decay != "none":
-            raise ValueError(f"train.lr_decay must be none or cosine, got {t.lr_decay!r}")
+            raise ValueError(f"train.lr_decay must be none, cosine or wsd, got {t.lr_decay!r}")
         return lr
+
+    def decaying(self, progress: float) -> bool:
+        """Whether a ``wsd`` run has entered its final decay."""
+        t = self.cfg.train
+        return t.lr_decay == "wsd" and progress > 1.0 - t.decay_fraction
+
+    def measure_warmup(self, steps_done: int, seconds: float, budget_s: float) -> None:
+        """Size the warm-up to ``warmup_fraction`` of the steps that fit the wall clock, from the
+        step rate measured so far (a fresh run under ``--minutes``, once)."""
+        t = self.cfg.train
+        planned = self.step + steps_done / seconds * max(0.0, budget_s - seconds)
+        t.warmup = max(1, round(t.warmup_fraction * planned))
+        reason = (f"{steps_done} steps in the first {seconds:.1f} s: about {planned:,.0f} fit in {t.minutes:g} min, "
+                  f"warm up over {t.warmup_fraction:.0%} of them")
+        self.cfg.recipe.append({"field": "train.warmup", "value": t.warmup, "reason": reason})
+        if self.world.is_main:
+            self.cfg.save(self.run_dir / CONFIG)
+            if self.say:
+                self.say(f"recipe: train.warmup = {t.warmup}: {reason}")
 
     def step_noise(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Times (antithetic over the global batch), diffusion noise, z_0 noise and the
@@ -259,35 +291,49 @@ class Trainer:
     def fit(self, progress: bool = True) -> dict:
         """Train until the step or wall-clock budget. Every process runs this; the main one
         logs, draws the progress bar and saves. Checkpoints are taken only after a logged
-        (hence checked finite) step or an in-between step whose loss is checked first."""
+        (hence checked finite) step or an in-between step whose loss is checked first. A ``wsd``
+        run also keeps ``checkpoint-stable.pt``, its state when the decay began, so that a later
+        ``--resume`` extends the run from there instead of warming a decayed run up again."""
         t, main = self.cfg.train, self.world.is_main
         if not t.steps and not t.minutes:
             raise ValueError("give a budget: --steps N (total) or --minutes M")
         metrics_path = self.run_dir / METRICS
         if main:
             _truncate_metrics(metrics_path, self.step)
-        start, last_ckpt = time.time(), time.time()
+        if t.warmup_fraction and t.steps and not self.step:
+            t.warmup = max(1, round(t.warmup_fraction * t.steps))
+        measure = bool(t.warmup_fraction and t.minutes and not self.step)  # size the warm-up from the step rate
+        start = last_ckpt = self.clock()
         budget = t.minutes * 60 if t.minutes else math.inf
         bar = progress_bar(total=t.steps or None, initial=self.step, enabled=progress and main, desc="train",
                            unit="step")
-        window_t, window_n = time.time(), 0
+        window_t, window_n, first, stable_saved = self.clock(), 0, self.step, False
         log = metrics_path.open("a") if main else None
         try:
             while True:
-                done = bool(t.steps and self.step >= t.steps) or time.time() - start >= budget
-                frac = max(self.step / t.steps if t.steps else 0.0, (time.time() - start) / budget)
+                now = self.clock()
+                done = bool(t.steps and self.step >= t.steps) or now - start >= budget
+                frac = max(self.step / t.steps if t.steps else 0.0, (now - start) / budget)
                 if t.minutes and self.world.distributed:  # wall clock differs: the main process decides
                     done, frac = from_main([float(done), frac], self.world, self.device)
                 if done:
                     break
+                if measure and self.step - first >= MEASURE_STEPS and now - start >= min(MEASURE_S, 0.02 * budget):
+                    self.measure_warmup(self.step - first, now - start, budget)
+                    measure = False
+                if main and not stable_saved and self.decaying(frac):
+                    save_checkpoint(self.state(), self.run_dir / CHECKPOINT_STABLE)
+                    stable_saved = True
                 sums = self.train_step(frac)
+                if self.on_step is not None:
+                    self.on_step(self)
                 window_n += t.batch_size
                 logged = self.step % t.log_every == 0 or self.step == t.steps
                 if logged:
                     row = self._row(sums)
-                    now = time.time()
+                    now = self.clock()
                     row.update(step=self.step, time=round(self.elapsed, 2), lr=self.opt.param_groups[0]["lr"],
-                               examples_per_s=window_n / (now - window_t),
+                               examples_per_s=window_n / max(now - window_t, 1e-9),
                                gamma_0=self.model.schedule.gamma_0.item(), gamma_1=self.model.schedule.gamma_1.item())
                     if main:
                         log.write(json.dumps(row) + "\n")
@@ -296,12 +342,12 @@ class Trainer:
                     window_t, window_n = now, 0
                 bar.update(1)
                 due = (t.checkpoint_every and self.step % t.checkpoint_every == 0) or \
-                    time.time() - last_ckpt > t.checkpoint_minutes * 60
+                    self.clock() - last_ckpt > t.checkpoint_minutes * 60
                 if main and due:
                     if not logged and not torch.isfinite(sums[0]):
                         self._row(sums)  # raises: never checkpoint a diverged model
                     self.save()
-                    last_ckpt = time.time()
+                    last_ckpt = self.clock()
         except KeyboardInterrupt:
             if not main:
                 raise
@@ -354,24 +400,45 @@ PER_INVOCATION = ("steps", "minutes", "micro_batch", "device", "compile", "chann
                   "checkpoint_every", "checkpoint_minutes")
 
 
-def train(cfg: RunConfig, run_dir: Path, resume: bool = False, fresh: bool = False, progress: bool = True) -> dict:
+def train(cfg: RunConfig, run_dir: Path, resume: bool = False, fresh: bool = False, progress: bool = True,
+          recipe: str = "none", user_fields: set[str] | None = None, say: Callable[[str], None] | None = None,
+          clock: Callable[[], float] = time.monotonic) -> dict:
     """Train (or resume) a run; returns a summary with the paths it wrote. Under torchrun
-    every process calls this; the main one writes the run directory and returns the paths."""
+    every process calls this; the main one writes the run directory and returns the paths.
+
+    ``recipe="auto"`` derives every field the user did not set (``user_fields``; None: the
+    fields that differ from their defaults) from the data, the budget and the device
+    (``diffbits.recipe``) and reports each decision through ``say``. A resumed ``wsd`` run whose
+    last invocation reached its decay continues from ``checkpoint-stable.pt`` (its state before
+    the decay), so a new budget extends the constant phase and decays again at its own end.
+    ``clock`` is the wall clock of ``--minutes`` budgets (tests pass a fake one)."""
+    if recipe not in ("auto", "none"):
+        raise ValueError(f"recipe must be auto or none, got {recipe!r}")
     run_dir = Path(run_dir)
     owned = not torch.distributed.is_initialized()
     world, device = distributed.init(cfg.train.device)
     try:
+        start_from = CHECKPOINT
         if resume:
             if not (run_dir / CHECKPOINT).exists():
-                raise FileNotFoundError(f"{run_dir}: nothing to resume (no {CHECKPOINT})")
+                raise RunError(f"{run_dir}: nothing to resume (no {CHECKPOINT})")
             saved = RunConfig.load(run_dir / CONFIG)
             for name in PER_INVOCATION:
                 setattr(saved.train, name, getattr(cfg.train, name))
             cfg = saved
+            if cfg.train.lr_decay == "wsd" and (run_dir / CHECKPOINT_STABLE).exists():
+                start_from = CHECKPOINT_STABLE
         elif (run_dir / CONFIG).exists() and not fresh:
             raise RunExists(f"{run_dir} already holds a run; use --resume to continue it or --fresh to replace it")
+        data = None
+        if recipe == "auto" and not resume:
+            data = load_dataset(cfg.data, "train", cfg.levels or None, cfg.labels or None, cfg.crop or None)
+            from .recipe import configure
+
+            configure(cfg, data, device, world.size, user_fields, say if world.is_main else None)
         distributed.barrier(world)  # every process has looked before the main one writes
-        trainer = Trainer.create(cfg, run_dir, world=world, device=device)
+        trainer = Trainer.create(cfg, run_dir, data=data, world=world, device=device)
+        trainer.say, trainer.clock = (say if world.is_main else None), clock
         if world.is_main:
             if fresh and run_dir.exists() and not resume:
                 shutil.rmtree(run_dir)
@@ -379,7 +446,14 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, fresh: bool = Fal
             cfg.save(run_dir / CONFIG)
         distributed.barrier(world)
         if resume:
-            trainer.load()
+            trainer.load(start_from)
+        if start_from == CHECKPOINT_STABLE:
+            distributed.barrier(world)  # every process has read it
+            if world.is_main:
+                trainer.save()  # the run continues from here: the decayed state is left behind
+                (run_dir / CHECKPOINT_STABLE).unlink()
+                if say:
+                    say(f"resuming from step {trainer.step}, where the last learning-rate decay began")
         summary = trainer.fit(progress=progress)
         if world.is_main:
             summary.update(trainer.finish(progress=progress))

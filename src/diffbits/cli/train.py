@@ -29,6 +29,10 @@ def add_parsers(sub) -> None:
                    "KEY (an array in the --data npz) | folders (one sub-folder per class)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--fresh", action="store_true", help="delete --out first if it holds a run")
+    p.add_argument("--recipe", choices=["auto", "none"], default="auto",
+                   help="auto: derive every field you did not set (network, head, batch, learning rate, warm-up, "
+                        "decay, EMA, dropout) from the data, the budget and the device, one line per decision; "
+                        "none: the plain defaults")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = command(sub, "eval", run_eval, "the bound (or the ODE likelihood) in bits/dim on held-out data")
@@ -56,6 +60,7 @@ def run_train(a) -> int:
 
     cfg = RunConfig.load(a.config) if a.config else RunConfig()
     cfg = apply_overrides(cfg, a.overrides)
+    user = _user_fields(a)
     for name, value in (("data", a.data), ("levels", a.levels), ("labels", a.labels)):
         if value:
             setattr(cfg, name, value)
@@ -68,7 +73,8 @@ def run_train(a) -> int:
     if a.steps is not None:
         cfg.train.steps = a.steps
     with _sigterm_as_interrupt():  # a scheduler's preemption: save, like Ctrl-C
-        summary = train(cfg, a.out, resume=a.resume, fresh=a.fresh, progress=not a.quiet)
+        summary = train(cfg, a.out, resume=a.resume, fresh=a.fresh, progress=not a.quiet, recipe=a.recipe,
+                        user_fields=user, say=print)
     if "samples" not in summary:  # not the main process of a torchrun job
         return 0
     procs = f" on {summary['processes']} processes" if summary["processes"] > 1 else ""
@@ -92,6 +98,21 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _user_fields(a) -> set[str]:
+    """The ``section.field`` names this command line sets: every field of a --config file, each
+    --set, and the flags that stand for fields. The recipe never changes them."""
+    import json
+
+    fields = set()
+    if a.config:
+        body = json.loads(Path(a.config).read_text())
+        fields |= {f"{s}.{k}" for s in ("model", "train") for k in body.get(s, {})}
+    fields |= {item.split("=", 1)[0].strip() for item in a.overrides}
+    if a.process:
+        fields.add("model.process")
+    return fields
 
 
 def _split(data: str | None, wanted: str) -> str:
