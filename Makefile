@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/diffbits train --data digits --config configs/digits.json --out $(RUN) --minutes $(DEMO_MINUTES) --fresh
+	$(BIN)/diffbits train --data digits --out $(RUN) --minutes $(DEMO_MINUTES) --fresh
 	$(BIN)/diffbits eval $(RUN) --samples 16
 	@echo "sample grid: $(RUN)/samples.png"
 

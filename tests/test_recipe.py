@@ -43,7 +43,8 @@ def test_the_recipe_is_a_function_of_data_budget_and_device(name):
 
 def test_the_recipe_follows_the_data_and_the_budget():
     v = {k: values(recipe.decide(f)) for k, f in PANEL.items()}
-    assert v["digits"]["model.net"] == "score_unet" and v["mnist"]["model.net"] == "unet"
+    assert v["digits"]["model.net"] == v["mnist"]["model.net"] == v["photos"]["model.net"] == "score_unet"
+    assert v["gpu"]["model.net"] == "unet"  # 32x32 and larger: downsampled
     assert v["arrays"]["model.net"] == "mlp" and v["speech"]["model.net"] == "unet"
     assert attention_level((3, 32, 32), 4) == (1,)  # DDPM's 16x16 level
     assert attention_level((1, 8192), 6) == (5,) and attention_level((1, 8192), 3) == ()  # never at 4096 positions
@@ -83,6 +84,15 @@ def test_the_command_line_prints_each_decision_and_keeps_what_was_set(tmp_path, 
                  "--recipe", "none", "--set", "model.width=8", "--set", "train.sample_steps=3"]) == 0
     plain = RunConfig.load(tmp_path / "plain" / "config.json")
     assert not plain.recipe and plain.model.head == RunConfig().model.head
+
+
+def test_a_warm_up_set_in_steps_is_not_resized(tmp_path):
+    run = tmp_path / "r"
+    assert main(["train", "--data", "digits[:64]", "-o", str(run), "--steps", "4", "--quiet", "--set", "model.width=8",
+                 "--set", "train.sample_steps=2", "--set", "train.log_every=1", "--set", "train.warmup=7"]) == 0
+    saved = RunConfig.load(run / "config.json")
+    assert saved.train.warmup == 7 and not saved.train.warmup_fraction
+    assert learning_rates(run)[0] == pytest.approx(saved.train.lr / 7)
 
 
 class TickClock:
@@ -149,3 +159,48 @@ def test_wsd_holds_then_decays_and_resume_extends_the_run_without_a_spike(tmp_pa
     assert max(resumed) <= cfg.train.lr * (1 + 1e-9) and resumed[-1] < 0.05 * cfg.train.lr
     assert load_checkpoint(run / CHECKPOINT)["step"] == len(after)
     assert load_checkpoint(run / CHECKPOINT_STABLE)["step"] > stable  # this invocation's own decay point
+
+
+def test_what_the_user_set_shapes_the_other_decisions():
+    """A network, batch or head the user chose is the one the recipe sizes and tunes around."""
+    base = values(recipe.decide(PANEL["mnist"]))
+    mine = values(recipe.decide(PANEL["mnist"], {"model.net": "score_unet", "train.batch_size": 128,
+                                                 "model.width": 24}))
+    assert not {"model.net", "train.batch_size", "model.width"} & set(mine)
+    assert "model.channel_mult" not in mine and "model.depth" in mine  # a score_unet's depth, not a unet's blocks
+    assert mine["train.lr"] == 3e-3 != base["train.lr"]  # the learning rate follows the user's batch
+    assert mine["train.warmup"] < base["train.warmup"]  # bigger batches at full resolution: fewer steps fit
+
+
+@pytest.mark.parametrize("extra", [["--process", "blur"], ["--labels", "target"], ["--set", "model.net=continuous_unet"]])
+def test_the_recipe_trains_every_process_and_network(tmp_path, extra):
+    """Blur models, class-conditional models and a network the user chose all take the recipe."""
+    run = tmp_path / "r"
+    assert main(["train", "--data", "digits[:64]", "-o", str(run), "--steps", "2", "--quiet",
+                 "--set", "train.sample_steps=2", *extra]) == 0
+    saved = RunConfig.load(run / "config.json")
+    fields = {d["field"] for d in saved.recipe}
+    assert "model.width" in fields and "train.lr" in fields
+    if "--process" in extra:
+        assert saved.model.head == "eps"  # the blur model predicts x_0 through v: no categorical head
+    if "model.net=continuous_unet" in extra:
+        assert saved.model.net == "continuous_unet" and "model.net" not in fields
+
+
+def test_recordings_are_cut_into_the_recipes_examples(tmp_path):
+    """A folder of WAV files: the recipe cuts it into short examples and trains on those."""
+    import wave
+
+    import numpy as np
+
+    (tmp_path / "wavs").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        with wave.open(str(tmp_path / "wavs" / f"{i}.wav"), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
+            w.writeframes((rng.normal(0, 2000, 20000)).astype("<i2").tobytes())
+    run = tmp_path / "r"
+    assert main(["train", "--data", str(tmp_path / "wavs"), "-o", str(run), "--steps", "2", "--quiet",
+                 "--set", "train.sample_steps=2"]) == 0
+    saved = RunConfig.load(run / "config.json")
+    assert saved.crop == recipe.SIGNAL_CROP and saved.shape == [1, recipe.SIGNAL_CROP]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import math
 import os
 import subprocess
 import sys
@@ -154,3 +155,63 @@ class AddttVDM:
         self.opt.step()
         self.ema.update()
         return loss.item()
+
+
+def recon_bytes(shape: tuple[int, ...], levels: int, batch: int) -> int:
+    """Bytes of the (batch, *shape, levels) float32 log-probabilities (and as large a one-hot)
+    its reconstruction term materialises per step: too many for 16-bit data."""
+    n = batch * levels * 4
+    for d in shape:
+        n *= d
+    return 2 * n
+
+
+def match_size(shape: tuple[int, int, int], levels: int, target_params: int,
+               widths=(32, 64, 96, 128, 160, 192, 256), blocks=range(1, 17)) -> tuple[int, int]:
+    """``(embedding_dim, n_blocks)`` whose ``UNetVDM`` parameter count is closest (in ratio) to
+    ``target_params``; widths are multiples of 32 (its GroupNorm(32)). The count is affine in
+    ``n_blocks``, so two builds per width suffice."""
+    _, UNetVDM, _ = load_peer()
+
+    def params(width, n):
+        cfg = argparse.Namespace(**{**DEFAULTS, "embedding_dim": width, "n_blocks": n, "input_channels": shape[0]})
+        return count_params(UNetVDM(cfg))
+
+    best = None
+    for w in widths:
+        p1, p2 = params(w, 1), params(w, 2)
+        for n in blocks:
+            gap = abs(math.log((p1 + (n - 1) * (p2 - p1)) / target_params))
+            if best is None or gap < best[0]:
+                best = (gap, w, n)
+    return best[1], best[2]
+
+
+class AddttDenoiser(nn.Module):
+    """Its ``UNetVDM(z_t, gamma_t)`` as our ``denoiser(z_t, gamma_t)``: both return eps_hat and
+    take gamma itself (it rescales gamma to [0, 1] with its fixed gamma_min / gamma_max)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, z_t: Tensor, gamma_t: Tensor) -> Tensor:
+        return self.net(z_t, gamma_t)
+
+
+def as_vdm(diffusion: nn.Module, levels: int, shape: tuple[int, ...]):
+    """Its trained VDM module (``AddttVDM.ema.ema_model`` for the EMA weights, ``.diffusion`` for
+    the online ones) as a ``diffbits.VDM``: its network as the denoiser, its schedule as ours
+    (``fixed_linear``: ``FixedLinear(gamma_min, gamma_max)``; ``learned_linear``: its b and |w|),
+    the same data map ``f = 2 (x + 1/2) / K - 1``, so that our bound scores it."""
+    from diffbits import VDM
+    from diffbits.schedules import FixedLinear
+
+    cfg, gamma = diffusion.cfg, diffusion.gamma
+    if cfg.noise_schedule == "fixed_linear":
+        schedule = FixedLinear(cfg.gamma_min, cfg.gamma_max)
+    else:
+        with torch.no_grad():
+            schedule = FixedLinear(float(gamma.b), float(gamma.b + gamma.w.abs()))
+    device = next(diffusion.model.parameters()).device
+    return VDM(AddttDenoiser(diffusion.model), schedule.to(device), levels, shape).eval()

@@ -137,9 +137,11 @@ class TrainStep:
 
 
 def train(diffusion: nn.Module, x: Tensor, levels: int, minutes: float, batch_size: int,
-          lr: float, seed: int = 0) -> tuple[nn.Module, dict]:
+          lr: float, seed: int = 0, on_step=None) -> tuple[nn.Module, dict]:
     """Train for ``minutes`` of wall clock as the peer's Trainer would; returns the EMA
-    copy of the diffusion model and a summary (steps, seconds, examples/s)."""
+    copy of the diffusion model and a summary (steps, seconds, examples/s). ``on_step(step,
+    seconds)``, if given, is called after every step with the ``TrainStep`` (its ``ema``) and
+    the seconds of training so far (benchmarks take snapshots)."""
     device = next(diffusion.parameters()).device
     torch.manual_seed(seed)
     step = TrainStep(diffusion, lr)
@@ -152,6 +154,8 @@ def train(diffusion: nn.Module, x: Tensor, levels: int, minutes: float, batch_si
             order = torch.cat([order, torch.randperm(n, generator=gen)])
         idx, order = order[:batch_size], order[batch_size:]
         step(to_peer_input(x[idx].to(device), levels))
+        if on_step is not None:
+            on_step(step, time.perf_counter() - start)
     seconds = time.perf_counter() - start
     model = copy.deepcopy(step.ema.ema_model).eval()
     return model, {"steps": step.steps, "seconds": seconds, "examples_per_s": step.steps * batch_size / seconds}

@@ -44,6 +44,7 @@ class Dataset:
     y: torch.Tensor | None = None  # int64 class labels (N,), for conditional models
     classes: list[str] | None = None  # class names, index = label
     dtype: str = "<i8"  # numpy dtype of the source arrays (outputs such as samples are written in it)
+    crop: int = 0  # samples per example when cut from longer signals (WAV folders); 0 otherwise
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -185,7 +186,7 @@ def load_dataset(spec: str, split: str = "train", levels: int | None = None, lab
     if m:
         spec = m["base"]
         sl = slice(int(m["start"]) if m["start"] else None, int(m["stop"]) if m["stop"] else None)
-    y, classes = None, None
+    y, classes, cut = None, None, 0
     if spec == "digits":
         (arr, y), k = _digits(split), levels or 17
         if labels and labels != "target":
@@ -203,7 +204,8 @@ def load_dataset(spec: str, split: str = "train", levels: int | None = None, lab
         if audio:
             if labels:
                 raise DataError(f"{path}: labels are not supported for audio folders")
-            arr, wav_levels = _load_wav_folder(path, crop or AUDIO_CROP)
+            cut = crop or AUDIO_CROP
+            arr, wav_levels = _load_wav_folder(path, cut)
             levels = levels or wav_levels
         elif path.is_dir():
             if labels and labels != "folders":
@@ -225,4 +227,4 @@ def load_dataset(spec: str, split: str = "train", levels: int | None = None, lab
         raise DataError(f"{spec}{'[...]' if m else ''}: the selection holds no examples")
     return Dataset(torch.from_numpy(np.ascontiguousarray(arr)).long(), int(k),
                    name + (f"[{m['start']}:{m['stop']}]" if m else ""),
-                   None if y is None else torch.from_numpy(np.asarray(y[sl])).long(), classes, arr.dtype.str)
+                   None if y is None else torch.from_numpy(np.asarray(y[sl])).long(), classes, arr.dtype.str, cut)

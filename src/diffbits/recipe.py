@@ -6,10 +6,11 @@ each with its reason; it is a pure function, so the same facts always give the s
 ``apply`` sets the decided fields the user did not set: a field the user set always wins.
 
 The rules (docs/recipe.md):
-- steps are what a short budget buys, so the network is the largest of a ladder whose predicted
-  step count (FLOPs per example, batch, the device's profile) still reaches ``TARGET_STEPS``;
-- images of side 16 and more get a U-Net with downsampling, smaller ones VDM's U-Net without
-  (nothing to downsample); signals a 1-D U-Net, vectors an MLP; attention only where a level
+- the network is the largest of a ladder whose predicted step count (FLOPs and activations per
+  example, batch, the device's profile) still reaches ``TARGET_STEPS`` for an 8-minute budget,
+  scaled by the square root of the budget (more compute: more steps and a larger network);
+- images of side 32 and more get a U-Net with downsampling, smaller ones VDM's U-Net without
+  (it won at every smaller size on the panel); signals a 1-D U-Net, vectors an MLP; attention only where a level
   has at most ``build.ATTENTION_POSITIONS`` positions;
 - few levels (``CATEGORICAL_LEVELS`` or fewer): the categorical output head;
 - the batch from an example's size (many small steps on a CPU), the learning rate from the batch;
@@ -25,14 +26,14 @@ to the steps that really fit (``train.warmup_fraction``); the decay follows the 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .build import ATTENTION_POSITIONS
 from .config import ModelConfig, RunConfig
 
-__all__ = ["Facts", "Decision", "DeviceProfile", "decide", "apply", "configure", "changed_fields", "profile_of", "predicted_step_seconds",
-           "head_activations"]
+__all__ = ["Facts", "Decision", "DeviceProfile", "decide", "apply", "configure", "changed_fields", "field_value",
+           "profile_of", "predicted_step_seconds", "head_activations"]
 
 BATCH_SCALE = 2**20  # batch = sqrt(BATCH_SCALE / values per example)
 TARGET_STEPS = 2000  # steps an 8-minute budget should buy; sqrt(budget) more or fewer for others (then size)
@@ -41,12 +42,13 @@ WARMUP_FRACTION = 0.05
 DECAY_FRACTION = 0.2
 EMA_FRACTION = 0.1
 CATEGORICAL_LEVELS = 64
-DOWNSAMPLE_SIDE = 16  # images this size and larger are downsampled
+DOWNSAMPLE_SIDE = 32  # images this size and larger are downsampled (below, full resolution won on the panel)
 LOWEST_SIDE = 4  # the U-Net's levels stop at about this many positions per side (signals: LOWEST_LENGTH)
 LOWEST_LENGTH = 64
-# (width, depth) from small to large; depth is residual blocks per level (U-Nets) or blocks (others)
+SIGNAL_CROP = 1024  # samples per example of recordings (WAV folders)
 # The CPU profile, per thread (benchmarks/device_profile.py fits it; RESULTS.md has the table).
-CPU_FLOPS_PER_THREAD, CPU_VALUES_PER_THREAD, CPU_STEP_OVERHEAD_S = 48e9, 0.5e9, 0.01
+CPU_FLOPS_PER_THREAD, CPU_VALUES_PER_THREAD, CPU_STEP_OVERHEAD_S = 137e9, 0.285e9, 0.011
+# (width, depth) from small to large; depth is residual blocks per level (U-Nets) or blocks (others)
 LADDER = ((16, 1), (24, 1), (32, 1), (32, 2), (48, 2), (64, 2), (96, 2), (128, 2), (128, 3), (192, 3), (256, 3))
 
 
@@ -87,6 +89,7 @@ class Facts:
     device: DeviceProfile = profile_of("cpu", 2)
     process: str = "gaussian"  # gaussian | blur
     classes: int = 0  # > 0: class-conditional
+    crop: int = 0  # signals cut from longer recordings: the samples per example they were cut into (0: not cut)
 
     @property
     def kind(self) -> str:
@@ -140,8 +143,14 @@ def _net(f: Facts) -> tuple[str, tuple[int, ...] | None, str]:
     return "unet", mult, f"{what}: a U-Net with {len(mult) - 1} downsamplings (cheaper steps than full resolution)"
 
 
-def _candidate(net: str, width: int, depth: int, mult) -> ModelConfig:
-    return ModelConfig(net=net, width=width, depth=depth, res_blocks=depth, channel_mult=list(mult) if mult else None)
+def _candidate(fixed: dict, net: str, width: int, depth: int, mult) -> ModelConfig:
+    """The network the run will build: the ladder's width and depth, the user's own fields kept."""
+    m = ModelConfig(net=net, width=width, depth=depth, res_blocks=depth, channel_mult=list(mult) if mult else None)
+    for field, value in fixed.items():
+        section, _, name = field.rpartition(".")
+        if section == "model":
+            setattr(m, name, value)
+    return m
 
 
 def head_activations(shape: tuple[int, ...], levels: int) -> int:
@@ -159,26 +168,31 @@ def predicted_step_seconds(flops: float, activations: float, batch: int, device:
 REFERENCE_RUNG = (32, 2)  # a step budget of N steps is sized as the time N steps of this rung take
 
 
-def _size(f: Facts, net: str, mult, batch: int, head_levels: int) -> tuple[int, int, int, float, str]:
-    """The largest (width, depth) of ``LADDER`` whose predicted steps in the budget still reach
-    ``TARGET_STEPS`` scaled by the square root of the budget (more compute buys both more steps
-    and a larger network), or all the steps asked for when fewer; the smallest when none does. A step
-    budget of N steps counts as the time N steps of ``REFERENCE_RUNG`` take, so a longer step
-    budget buys a larger network, as a longer wall clock does. Returns width, depth, parameters,
-    predicted steps and the reason."""
+def _size(f: Facts, fixed: dict, net: str, mult, batch: int) -> tuple[int, int, int, float, str]:
+    """The largest (width, depth) of ``LADDER`` (those of its rungs that agree with a width or depth
+    the user set) whose predicted steps in the budget still reach ``TARGET_STEPS`` scaled by the
+    square root of the budget (more compute buys both more steps and a larger network), or all the
+    steps asked for when fewer; the smallest when none does. A step budget of N steps counts as the
+    time N steps of ``REFERENCE_RUNG`` take, so a longer step budget buys a larger network, as a
+    longer wall clock does. Returns width, depth, parameters, predicted steps and the reason."""
     from .build import build_denoiser
     from .nets import cost
 
+    depth_field = "model.res_blocks" if net == "unet" else "model.depth"
+
     def step_seconds(width: int, depth: int) -> tuple[float, int]:
-        c = cost(build_denoiser(_candidate(net, width, depth, mult), f.shape, f.levels, head_levels), f.shape)
+        m = _candidate(fixed, net, width, depth, mult)
+        head_levels = f.levels if m.head == "categorical" else 0
+        c = cost(build_denoiser(m, f.shape, f.levels, head_levels), f.shape)
         extra = head_activations(f.shape, f.levels) if head_levels else 0
         return predicted_step_seconds(c["flops"], c["activations"] + extra, batch, f.device), c["params"]
 
+    rungs = list(dict.fromkeys((fixed.get("model.width", w), fixed.get(depth_field, d)) for w, d in LADDER))
     budget_s = f.minutes * 60 if f.minutes else f.steps * step_seconds(*REFERENCE_RUNG)[0]
     need = max(100, round(TARGET_STEPS * math.sqrt(budget_s / TARGET_AT_S)))  # compute split between steps and size
     need = min(need, f.steps) if f.steps else need
     chosen = None
-    for width, depth in LADDER:
+    for width, depth in rungs:
         step_s, params = step_seconds(width, depth)
         steps = f.steps or budget_s / step_s
         if chosen is None or budget_s / step_s >= need:
@@ -195,29 +209,45 @@ def _size(f: Facts, net: str, mult, batch: int, head_levels: int) -> tuple[int, 
     return width, depth, params, steps, reason
 
 
-def decide(f: Facts) -> list[Decision]:
-    """The recipe for ``f``: one decision per field, in the order they were made."""
+def decide(f: Facts, fixed: dict | None = None) -> list[Decision]:
+    """The recipe for ``f``: one decision per field, in the order they were made. ``fixed`` maps the
+    fields the user set to their values: they are not decided, and every later decision takes
+    them as given (a user's network is the one sized; a user's batch sets the learning rate)."""
     if not (f.minutes or f.steps):
         raise ValueError("the recipe needs a budget: minutes or steps")
+    fixed = dict(fixed or {})
     out: list[Decision] = []
 
     def add(field: str, value, reason: str):
+        """Decide ``field`` unless the user set it; returns the value the run will have."""
+        if field in fixed:
+            return fixed[field]
         out.append(Decision(field, value, reason))
+        return value
+
+    if f.crop and f.crop != SIGNAL_CROP:  # recordings: cut into short examples, then decide for those
+        crop = add("crop", SIGNAL_CROP, f"recordings cut into examples of {SIGNAL_CROP} samples: about "
+                                        f"{f.examples * f.crop // SIGNAL_CROP:,} of them, cheap steps; the U-Net "
+                                        f"sees well past a few hundred samples")
+        f = replace(f, shape=(f.shape[0], crop), examples=max(1, f.examples * f.crop // crop), crop=crop)
 
     net, mult, why = _net(f)
-    add("model.net", net, why)
-    if mult is not None:
-        add("model.channel_mult", list(mult), f"levels down to about {LOWEST_SIDE if f.kind == 'images' else LOWEST_LENGTH} positions")
+    net = add("model.net", net, why)
+    if net == "unet" and mult is not None:
+        mult = add("model.channel_mult", list(mult),
+                   f"levels down to about {LOWEST_SIDE if f.kind == 'images' else LOWEST_LENGTH} positions")
+    else:
+        mult = fixed.get("model.channel_mult")
     head = "categorical" if f.levels <= CATEGORICAL_LEVELS and f.process == "gaussian" and f.kind != "vectors" else "eps"
-    add("model.head", head, f"{f.levels} levels: " + ("few enough for K logits per value (exact at low noise)"
-                                                       if head == "categorical" else "predict the noise (VDM)"))
+    fixed["model.head"] = add("model.head", head, f"{f.levels} levels: " + (
+        "few enough for K logits per value (exact at low noise)" if head == "categorical" else "predict the noise (VDM)"))
     batch, why = _batch(f)
-    add("train.batch_size", batch, why)
-    width, depth, params, steps, why = _size(f, net, mult, batch, f.levels if head == "categorical" else 0)
+    batch = add("train.batch_size", batch, why)
+    width, depth, params, steps, why = _size(f, fixed, net, mult, batch)
     add("model.width", width, why)
     add("model.res_blocks" if net == "unet" else "model.depth", depth, "with the width, from the same ladder")
     if f.kind != "vectors":
-        if net == "unet":
+        if net != "score_unet":
             attention, why = True, f"at the first level with at most {ATTENTION_POSITIONS} positions, and the middle"
         else:
             positions = math.prod(f.shape[1:])
@@ -229,14 +259,20 @@ def decide(f: Facts) -> list[Decision]:
     passes = steps * batch / max(1, f.examples)
     per_param = f.examples * f.dims / max(1, params)
     dropout = 0.1 if passes >= 20 or per_param < 1 else 0.0
-    add("model.dropout", dropout, f"about {passes:,.0f} passes over {f.examples:,} examples, {per_param:.2g} data "
-                                  f"values per parameter: " + ("regularise" if dropout else "little risk of overfitting"))
+    dropout = add("model.dropout", dropout, f"about {passes:,.0f} passes over {f.examples:,} examples, "
+                                            f"{per_param:.2g} data values per parameter: "
+                                            + ("regularise" if dropout else "little risk of overfitting"))
     add("train.weight_decay", 0.05 if dropout else 0.01, "with the dropout" if dropout else "AdamW's usual")
-    add("train.lr_decay", "wsd", f"warm-up, constant, then a cosine decay over the last {DECAY_FRACTION:.0%} of the budget")
-    add("train.decay_fraction", DECAY_FRACTION, "the decay's share of the budget")
-    add("train.warmup_fraction", WARMUP_FRACTION, f"{WARMUP_FRACTION:.0%} of the steps that fit"
-        + (" (measured in the first seconds)" if f.minutes else ""))
-    add("train.warmup", max(10, round(WARMUP_FRACTION * steps)), f"{WARMUP_FRACTION:.0%} of {steps:,.0f} predicted steps")
+    decay = add("train.lr_decay", "wsd",
+                f"warm-up, constant, then a cosine decay over the last {DECAY_FRACTION:.0%} of the budget")
+    if decay == "wsd":
+        add("train.decay_fraction", DECAY_FRACTION, "the decay's share of the budget")
+    if "train.warmup" not in fixed:  # a warm-up the user set in steps is kept as it is
+        add("train.warmup_fraction", WARMUP_FRACTION, f"{WARMUP_FRACTION:.0%} of the steps that fit"
+            + (" (measured in the first seconds)" if f.minutes else ""))
+    if "train.warmup_fraction" not in fixed:
+        add("train.warmup", max(10, round(WARMUP_FRACTION * steps)),
+            f"{WARMUP_FRACTION:.0%} of {steps:,.0f} predicted steps")
     horizon = max(20.0, EMA_FRACTION * steps)
     add("train.ema_decay", round(1 - 1 / horizon, 5), f"an EMA horizon of {horizon:,.0f} steps, {EMA_FRACTION:.0%} of the run")
     add("train.log_every", max(1, min(50, round(steps / 200))), "about 200 logged rows")
@@ -247,13 +283,15 @@ def configure(cfg: RunConfig, data, device, processes: int = 1, user_fields: set
               say=None) -> list[Decision]:
     """Apply the recipe for ``data`` (a ``data.Dataset``), ``cfg``'s budget and ``device`` (a
     ``torch.device``) to ``cfg`` in place, leaving ``user_fields`` (None: the fields that differ
-    from their defaults) alone; reports each decision through ``say``; returns those applied."""
+    from their defaults) alone; reports each decision through ``say``; returns those applied.
+    Recordings may be cut anew (``cfg.crop`` != ``data.crop``): the caller then reloads the data."""
     import torch
 
     facts = Facts(shape=tuple(data.shape), levels=data.levels, examples=len(data), minutes=cfg.train.minutes,
                   steps=cfg.train.steps, device=profile_of(torch.device(device).type, torch.get_num_threads(), processes),
-                  process=cfg.model.process, classes=len(data.classes or []) if cfg.labels else 0)
-    _, applied = apply(cfg, decide(facts), changed_fields(cfg) if user_fields is None else user_fields)
+                  process=cfg.model.process, classes=len(data.classes or []) if cfg.labels else 0, crop=data.crop)
+    user = changed_fields(cfg) if user_fields is None else user_fields
+    _, applied = apply(cfg, decide(facts, {f: field_value(cfg, f) for f in user}), user)
     if say:
         budget = f"{cfg.train.minutes:g} min" if cfg.train.minutes else f"{cfg.train.steps} steps"
         say(f"recipe: {data.name}, {len(data):,} examples of shape {tuple(data.shape)}, {data.levels} levels; "
@@ -263,10 +301,17 @@ def configure(cfg: RunConfig, data, device, processes: int = 1, user_fields: set
     return applied
 
 
+def field_value(cfg: RunConfig, field: str):
+    """The value of ``section.field`` (or a top-level field) in ``cfg``."""
+    section, _, name = field.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, name)
+
+
 def changed_fields(cfg: RunConfig) -> set[str]:
     """The ``section.field`` names whose value differs from the default: what a library user set."""
     default, now = asdict(RunConfig()), asdict(cfg)
-    return {f"{s}.{k}" for s in ("model", "train") for k in now[s] if now[s][k] != default[s][k]}
+    top = {k for k in ("crop",) if now[k] != default[k]}
+    return top | {f"{s}.{k}" for s in ("model", "train") for k in now[s] if now[s][k] != default[s][k]}
 
 
 def apply(cfg: RunConfig, decisions: list[Decision], user_fields: set[str]) -> tuple[RunConfig, list[Decision]]:
@@ -275,8 +320,8 @@ def apply(cfg: RunConfig, decisions: list[Decision], user_fields: set[str]) -> t
     for d in decisions:
         if d.field in user_fields:
             continue
-        section, name = d.field.split(".")
-        setattr(getattr(cfg, section), name, d.value)
+        section, _, name = d.field.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, name, d.value)
         applied.append(d)
     cfg.recipe = [{"field": d.field, "value": d.value, "reason": d.reason} for d in applied]
     return cfg, applied

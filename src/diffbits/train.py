@@ -436,6 +436,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, fresh: bool = Fal
             from .recipe import configure
 
             configure(cfg, data, device, world.size, user_fields, say if world.is_main else None)
+            if data.crop and cfg.crop != data.crop:  # the recipe cut the recordings anew
+                data = load_dataset(cfg.data, "train", cfg.levels or None, cfg.labels or None, cfg.crop)
         distributed.barrier(world)  # every process has looked before the main one writes
         trainer = Trainer.create(cfg, run_dir, data=data, world=world, device=device)
         trainer.say, trainer.clock = (say if world.is_main else None), clock

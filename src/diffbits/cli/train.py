@@ -108,7 +108,7 @@ def _user_fields(a) -> set[str]:
     fields = set()
     if a.config:
         body = json.loads(Path(a.config).read_text())
-        fields |= {f"{s}.{k}" for s in ("model", "train") for k in body.get(s, {})}
+        fields |= {f"{s}.{k}" for s in ("model", "train") for k in body.get(s, {})} | {"crop"} & set(body)
     fields |= {item.split("=", 1)[0].strip() for item in a.overrides}
     if a.process:
         fields.add("model.process")
