@@ -204,3 +204,4 @@ def test_recordings_are_cut_into_the_recipes_examples(tmp_path):
                  "--set", "train.sample_steps=2"]) == 0
     saved = RunConfig.load(run / "config.json")
     assert saved.crop == recipe.SIGNAL_CROP and saved.shape == [1, recipe.SIGNAL_CROP]
+    assert saved.model.net == "score_unet" and not saved.model.attention  # 1024 positions: no attention

@@ -9,9 +9,10 @@ The rules (docs/recipe.md):
 - the network is the largest of a ladder whose predicted step count (FLOPs and activations per
   example, batch, the device's profile) still reaches ``TARGET_STEPS`` for an 8-minute budget,
   scaled by the square root of the budget (more compute: more steps and a larger network);
-- images of side 32 and more get a U-Net with downsampling, smaller ones VDM's U-Net without
-  (it won at every smaller size on the panel); signals a 1-D U-Net, vectors an MLP; attention only where a level
-  has at most ``build.ATTENTION_POSITIONS`` positions;
+- images of side 32 and more, and signals of 2048 samples and more, get a U-Net with
+  downsampling, smaller ones VDM's U-Net without (it won at every smaller size on the panel:
+  8x8, 16x16 RGB, 28x28, 1024-sample speech); vectors an MLP; attention only where a level has
+  at most ``build.ATTENTION_POSITIONS`` positions;
 - few levels (``CATEGORICAL_LEVELS`` or fewer): the categorical output head;
 - the batch from an example's size (many small steps on a CPU), the learning rate from the batch;
 - regularisation from how often the budget will show each example (passes over the data) and
@@ -43,6 +44,7 @@ DECAY_FRACTION = 0.2
 EMA_FRACTION = 0.1
 CATEGORICAL_LEVELS = 64
 DOWNSAMPLE_SIDE = 32  # images this size and larger are downsampled (below, full resolution won on the panel)
+DOWNSAMPLE_LENGTH = 2048  # signals this long and longer likewise (1024-sample speech: full resolution won)
 LOWEST_SIDE = 4  # the U-Net's levels stop at about this many positions per side (signals: LOWEST_LENGTH)
 LOWEST_LENGTH = 64
 SIGNAL_CROP = 1024  # samples per example of recordings (WAV folders)
@@ -138,6 +140,8 @@ def _net(f: Facts) -> tuple[str, tuple[int, ...] | None, str]:
     side = min(f.shape[1:])
     if f.kind == "images" and side < DOWNSAMPLE_SIDE:
         return "score_unet", None, f"{side}-pixel side: too small to downsample; VDM's U-Net at full resolution"
+    if f.kind == "signals" and side < DOWNSAMPLE_LENGTH:
+        return "score_unet", None, f"signals of {side} samples: short enough for VDM's U-Net at full resolution"
     mult = _levels_of_unet(f)
     what = f"{side}-pixel side" if f.kind == "images" else f"signals of {side} samples"
     return "unet", mult, f"{what}: a U-Net with {len(mult) - 1} downsamplings (cheaper steps than full resolution)"
@@ -166,6 +170,9 @@ def predicted_step_seconds(flops: float, activations: float, batch: int, device:
 
 
 REFERENCE_RUNG = (32, 2)  # a step budget of N steps is sized as the time N steps of this rung take
+# No smaller network while it still gets FLOOR_STEPS: on every dataset of the panel's 2-minute screen
+# the best network was (32, 2), even where it got only ~500 steps (MNIST) and a smaller one more.
+FLOOR_RUNG, FLOOR_STEPS = REFERENCE_RUNG, 400
 
 
 def _size(f: Facts, fixed: dict, net: str, mult, batch: int) -> tuple[int, int, int, float, str]:
@@ -199,8 +206,18 @@ def _size(f: Facts, fixed: dict, net: str, mult, batch: int) -> tuple[int, int, 
             chosen = (width, depth, params, steps, step_s)
         if budget_s / step_s < need:
             break
+    floored = False
+    if net != "mlp" and not {"model.width", depth_field} & fixed.keys() and LADDER.index(chosen[:2]) < LADDER.index(FLOOR_RUNG):
+        step_s, params = step_seconds(*FLOOR_RUNG)
+        if (f.steps or budget_s / step_s) >= FLOOR_STEPS:
+            chosen, floored = (*FLOOR_RUNG, params, f.steps or budget_s / step_s, step_s), True
     width, depth, params, steps, step_s = chosen
-    if f.steps:
+    if floored:
+        reason = (f"about {steps:,.0f} steps of {step_s * 1e3:.0f} ms fit in {budget_s / 60:.1f} min on a "
+                  f"{f.device.describe()}: fewer than {need:,}, but no network below width {FLOOR_RUNG[0]}, depth "
+                  f"{FLOOR_RUNG[1]} while it gets {FLOOR_STEPS} ({params:,} parameters; it won the panel's "
+                  f"2-minute screen everywhere)")
+    elif f.steps:
         reason = (f"{f.steps} steps asked for, sized like {budget_s / 60:.1f} min of the reference network: "
                   f"{params:,} parameters, about {step_s * 1e3:.0f} ms a step predicted")
     else:
