@@ -125,22 +125,27 @@ def mosaic(images: np.ndarray) -> np.ndarray:
     return grid.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
 
 
-def codec_rows(test: Dataset) -> list[dict]:
-    """Bits/dim of each codec on the test images, per image and as one mosaic
-    (always divided by the test set's own pixel count); every code is decoded and checked."""
-    images = test.x[:, 0].numpy().astype(np.uint8)  # the same integers the models see
-    pixels = images.size
+def checked_codec_rows(coders: dict, ways: dict[str, list[np.ndarray]], values: int) -> list[dict]:
+    """Bits per value of each codec of ``coders`` (name: (encode, decode)) on each way of
+    presenting the data (``ways``: label: arrays), over ``values``; every code is decoded and checked."""
     rows = []
-    for name, (encode, decode) in codecs().items():
-        for how, arrays in (("per image", list(images)), ("mosaic", [mosaic(images)])):
+    for name, (encode, decode) in coders.items():
+        for how, arrays in ways.items():
             bits = 0
             for a in arrays:
                 code = encode(a)
                 if not np.array_equal(np.asarray(decode(code)).reshape(a.shape), a):
                     raise RuntimeError(f"{name} did not round-trip")
                 bits += 8 * len(code)
-            rows.append({"method": f"{name}, {how}", "bpd": bits / pixels})
+            rows.append({"method": f"{name}, {how}", "bpd": bits / values})
     return rows
+
+
+def codec_rows(test: Dataset) -> list[dict]:
+    """Bits/dim of each codec on the test images, per image and as one mosaic
+    (always divided by the test set's own pixel count)."""
+    images = test.x[:, 0].numpy().astype(np.uint8)  # the same integers the models see
+    return checked_codec_rows(codecs(), {"per image": list(images), "mosaic": [mosaic(images)]}, images.size)
 
 
 # -- report -----------------------------------------------------------------------------------

@@ -191,17 +191,7 @@ def image_codecs(test: Dataset, root: Path) -> list[dict]:
     else:
         codecs, images = rgb_codecs(), np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         tiled = np.stack([likelihood.mosaic(x[:, c]) for c in range(x.shape[1])], -1)
-    rows = []
-    for name, (encode, decode) in codecs.items():
-        for how, arrays in (("per image", list(images)), ("tiled", [tiled])):
-            bits = 0
-            for a in arrays:
-                code = encode(a)
-                if not np.array_equal(np.asarray(decode(code)).reshape(a.shape), a):
-                    raise RuntimeError(f"{name} did not round-trip")
-                bits += 8 * len(code)
-            rows.append({"method": f"{name}, {how}", "bpd": bits / x.size})
-    return rows
+    return likelihood.checked_codec_rows(codecs, {"per image": list(images), "tiled": [tiled]}, x.size)
 
 
 def flac_codec(test: Dataset, root: Path) -> list[dict]:

@@ -26,6 +26,7 @@ to the steps that really fit (``train.warmup_fraction``); the decay follows the 
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -151,9 +152,8 @@ def _candidate(fixed: dict, net: str, width: int, depth: int, mult) -> ModelConf
     """The network the run will build: the ladder's width and depth, the user's own fields kept."""
     m = ModelConfig(net=net, width=width, depth=depth, res_blocks=depth, channel_mult=list(mult) if mult else None)
     for field, value in fixed.items():
-        section, _, name = field.rpartition(".")
-        if section == "model":
-            setattr(m, name, value)
+        if field.startswith("model."):
+            setattr(m, field[len("model."):], value)
     return m
 
 
@@ -187,6 +187,7 @@ def _size(f: Facts, fixed: dict, net: str, mult, batch: int) -> tuple[int, int, 
 
     depth_field = "model.res_blocks" if net == "unet" else "model.depth"
 
+    @functools.cache  # a rung is built once (the reference and the floor rung are also ladder rungs)
     def step_seconds(width: int, depth: int) -> tuple[float, int]:
         m = _candidate(fixed, net, width, depth, mult)
         head_levels = f.levels if m.head == "categorical" else 0
@@ -318,10 +319,15 @@ def configure(cfg: RunConfig, data, device, processes: int = 1, user_fields: set
     return applied
 
 
+def _owner(cfg: RunConfig, field: str) -> tuple[Any, str]:
+    """The object holding ``section.field`` (or a top-level field) of ``cfg``, and the field's name."""
+    section, _, name = field.rpartition(".")
+    return (getattr(cfg, section) if section else cfg), name
+
+
 def field_value(cfg: RunConfig, field: str):
     """The value of ``section.field`` (or a top-level field) in ``cfg``."""
-    section, _, name = field.rpartition(".")
-    return getattr(getattr(cfg, section) if section else cfg, name)
+    return getattr(*_owner(cfg, field))
 
 
 def changed_fields(cfg: RunConfig) -> set[str]:
@@ -337,8 +343,7 @@ def apply(cfg: RunConfig, decisions: list[Decision], user_fields: set[str]) -> t
     for d in decisions:
         if d.field in user_fields:
             continue
-        section, _, name = d.field.rpartition(".")
-        setattr(getattr(cfg, section) if section else cfg, name, d.value)
+        setattr(*_owner(cfg, d.field), d.value)
         applied.append(d)
     cfg.recipe = [{"field": d.field, "value": d.value, "reason": d.reason} for d in applied]
     return cfg, applied
