@@ -294,7 +294,10 @@ ORACLE = {
                 hand("score_unet", 32, 2, 16, 3e-3, dropout=0.1, crop=1024)],
     "vectors": [hand("mlp", 128, 2, 128, 3e-3), hand("mlp", 256, 4, 128, 1e-3), hand("mlp", 256, 2, 32, 1e-3),
                 hand("mlp", 64, 4, 32, 3e-3), hand("mlp", 128, 4, 128, 1e-3), hand("mlp", 256, 4, 128, 3e-3, dropout=0.1),
-                hand("mlp", 512, 2, 128, 1e-3), hand("mlp", 128, 2, 32, 1e-3, dropout=0.1)],
+                hand("mlp", 512, 2, 128, 1e-3), hand("mlp", 128, 2, 32, 1e-3, dropout=0.1),
+                # convolutions along the vector (nets.SignalView), after lucidrains' U-Net on it beat every MLP
+                hand("score_unet", 32, 2, 128, 3e-3), hand("score_unet", 64, 2, 128, 3e-3),
+                hand("score_unet", 32, 4, 32, 2e-3), hand("unet", 32, 2, 128, 3e-3)],
 }
 
 

@@ -37,15 +37,17 @@ def test_the_recipe_is_a_function_of_data_budget_and_device(name):
     cfg, _ = recipe.apply(RunConfig(), first, set())
     RunConfig.from_dict(json.loads(cfg.to_json()))  # every decided value is a valid config value
     assert 0 < v["train.warmup_fraction"] < 0.1 and v["train.lr_decay"] == "wsd"
+    convolved = len(facts.shape) > 1 or facts.shape[0] >= recipe.VECTOR_CONV_MIN
     assert v["model.head"] == ("categorical" if facts.levels <= 64 and facts.process == "gaussian"
-                               and len(facts.shape) > 1 else "eps")
+                               and convolved else "eps")
 
 
 def test_the_recipe_follows_the_data_and_the_budget():
     v = {k: values(recipe.decide(f)) for k, f in PANEL.items()}
     assert v["digits"]["model.net"] == v["mnist"]["model.net"] == v["photos"]["model.net"] == "score_unet"
     assert v["gpu"]["model.net"] == "unet"  # 32x32 and larger: downsampled
-    assert v["arrays"]["model.net"] == "mlp" and v["speech"]["model.net"] == "unet"
+    assert v["arrays"]["model.net"] == "score_unet" and v["speech"]["model.net"] == "unet"  # 64-vectors: 1-D conv
+    assert values(recipe.decide(recipe.Facts((13,), 256, 5000, minutes=8, device=CPU)))["model.net"] == "mlp"
     assert attention_level((3, 32, 32), 4) == (1,)  # DDPM's 16x16 level
     assert attention_level((1, 8192), 6) == (5,) and attention_level((1, 8192), 3) == ()  # never at 4096 positions
     assert v["digits"]["train.batch_size"] > v["mnist"]["train.batch_size"] > v["speech"]["train.batch_size"]
@@ -205,3 +207,25 @@ def test_recordings_are_cut_into_the_recipes_examples(tmp_path):
     saved = RunConfig.load(run / "config.json")
     assert saved.crop == recipe.SIGNAL_CROP and saved.shape == [1, recipe.SIGNAL_CROP]
     assert saved.model.net == "score_unet" and not saved.model.attention  # 1024 positions: no attention
+
+
+def test_long_vectors_train_as_one_channel_signals(tmp_path):
+    """The recipe convolves along 64-vectors (nets.SignalView): the same network as on a (1, 64)
+    signal, trained, evaluated and sampled with the vectors' own shape."""
+    import numpy as np
+    import torch
+
+    from diffbits.build import build_denoiser
+    from diffbits.config import ModelConfig
+    from diffbits.nets import SignalView
+
+    net = build_denoiser(ModelConfig(net="score_unet", width=8, depth=1), (64,), 256)
+    assert isinstance(net, SignalView)
+    z, g = torch.randn(3, 64), torch.full((3,), -1.0)
+    assert torch.equal(net(z, g), net.net(z[:, None], g)[:, 0])
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))
+    run = tmp_path / "r"
+    assert main(["train", "--data", str(tmp_path / "v.npy"), "-o", str(run), "--steps", "2", "--quiet",
+                 "--set", "train.sample_steps=2"]) == 0
+    assert RunConfig.load(run / "config.json").model.net == "score_unet"
+    assert main(["eval", str(run), "--data", str(tmp_path / "v.npy"), "--json"]) == 0

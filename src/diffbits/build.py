@@ -5,7 +5,7 @@ import math
 
 from .config import ModelConfig
 from .corruptions import BlurSchedule, Corruption
-from .nets import ContinuousUNet, ResidualMLP, ScoreUNet, UNet, fourier_periods
+from .nets import ContinuousUNet, ResidualMLP, ScoreUNet, SignalView, UNet, fourier_periods
 from .nets.resample import default_channel_mult
 from .schedules import build_schedule
 from .soft import SoftDiffusion
@@ -24,7 +24,8 @@ def default_gamma_0(levels: int) -> float:
 
 
 def build_denoiser(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int, head_levels: int = 0):
-    """The network ``cfg.net`` for data of ``data_shape`` ((C, H, W) images, (C, L) signals, (D,) vectors)."""
+    """The network ``cfg.net`` for data of ``data_shape`` ((C, H, W) images, (C, L) signals, (D,) vectors;
+    a convolutional net reads a vector as a one-channel signal, ``SignalView``)."""
     periods = fourier_periods(levels, cfg.fourier_octaves)
     net = cfg.net
     if net == "auto":
@@ -34,6 +35,8 @@ def build_denoiser(cfg: ModelConfig, data_shape: tuple[int, ...], levels: int, h
                            num_classes=cfg.num_classes)
     if net not in NETS:
         raise ValueError(f"unknown net {cfg.net!r}; use auto, {', '.join(NETS)}")
+    if len(data_shape) == 1:
+        return SignalView(build_denoiser(cfg, (1, data_shape[0]), levels, head_levels))
     if len(data_shape) not in (2, 3):
         raise ValueError(f"{net} needs (C, L) or (C, H, W) data, got shape {data_shape}")
     common = dict(channels=data_shape[0], width=cfg.width, fourier_periods=periods, dims=len(data_shape) - 1,

@@ -11,7 +11,9 @@ The rules (docs/recipe.md):
   scaled by the square root of the budget (more compute: more steps and a larger network);
 - images of side 32 and more, and signals of 2048 samples and more, get a U-Net with
   downsampling, smaller ones VDM's U-Net without (it won at every smaller size on the panel:
-  8x8, 16x16 RGB, 28x28, 1024-sample speech); vectors an MLP; attention only where a level has
+  8x8, 16x16 RGB, 28x28, 1024-sample speech); vectors of ``VECTOR_CONV_MIN`` values or more are
+  read as one-channel signals (a convolution along the vector: on the panel's byte strings it
+  beat every MLP), shorter ones (feature records) get an MLP; attention only where a level has
   at most ``build.ATTENTION_POSITIONS`` positions;
 - few levels (``CATEGORICAL_LEVELS`` or fewer): the categorical output head;
 - the batch from an example's size (many small steps on a CPU), the learning rate from the batch;
@@ -49,6 +51,7 @@ DOWNSAMPLE_LENGTH = 2048  # signals this long and longer likewise (1024-sample s
 LOWEST_SIDE = 4  # the U-Net's levels stop at about this many positions per side (signals: LOWEST_LENGTH)
 LOWEST_LENGTH = 64
 SIGNAL_CROP = 1024  # samples per example of recordings (WAV folders)
+VECTOR_CONV_MIN = 32  # vectors this long and longer are decided (and built: nets.SignalView) as 1-channel signals
 # The CPU profile, per thread (benchmarks/device_profile.py fits it; RESULTS.md has the table).
 CPU_FLOPS_PER_THREAD, CPU_VALUES_PER_THREAD, CPU_STEP_OVERHEAD_S = 137e9, 0.285e9, 0.011
 # (width, depth) from small to large; depth is residual blocks per level (U-Nets) or blocks (others)
@@ -249,7 +252,13 @@ def decide(f: Facts, fixed: dict | None = None) -> list[Decision]:
                                         f"sees well past a few hundred samples")
         f = replace(f, shape=(f.shape[0], crop), examples=max(1, f.examples * f.crop // crop), crop=crop)
 
+    as_signal = f.kind == "vectors" and f.dims >= VECTOR_CONV_MIN
+    if as_signal:  # decided as a one-channel signal; build_denoiser reads each vector as one (nets.SignalView)
+        f = replace(f, shape=(1, f.dims))
     net, mult, why = _net(f)
+    if as_signal:
+        why = (f"vectors of {f.dims} values, read as one-channel signals: a convolution along them (neighbouring "
+               f"values share structure in sequences; set model.net=mlp for unordered features); " + why)
     net = add("model.net", net, why)
     if net == "unet" and mult is not None:
         mult = add("model.channel_mult", list(mult),

@@ -4,6 +4,7 @@ from .cost import cost
 from .embedding import FourierFeatures, GammaEmbedding, fourier_periods
 from .mlp import ResidualMLP
 from .score_unet import ScoreUNet
+from .signal_view import SignalView
 from .unet import UNet
 
-__all__ = ["ScoreUNet", "UNet", "ContinuousUNet", "ResidualMLP", "cost", "FourierFeatures", "GammaEmbedding", "fourier_periods"]
+__all__ = ["ScoreUNet", "UNet", "ContinuousUNet", "ResidualMLP", "SignalView", "cost", "FourierFeatures", "GammaEmbedding", "fourier_periods"]
