@@ -602,6 +602,9 @@ def table(bench: Bench, budgets: list[float]) -> str:
     rows, best, codec_rows = collect(bench, budgets)
     d, top = bench.data, f"{max(budgets):g}m"
     ref = best[1]["bpd"] if best else math.nan
+
+    def vs_oracle(bpd: float) -> str:
+        return f"{bpd / ref:.3f}" if best else "–"  # no oracle for this dataset (the held-out check)
     head = f"| method | params | steps | examples/s | held-out bits/dim ± s.e. | ÷ oracle-{top} |"
     lines = [f"**{d.name}**: {d.desc}", "", head, "|---|---:|---:|---:|---:|---:|"]
     for name, r in rows:
@@ -611,9 +614,9 @@ def table(bench: Bench, budgets: list[float]) -> str:
         mark = " (the oracle)" if best and name == best[0] else ""
         rate = f"{r['examples_per_s']:,.0f}" if r["examples_per_s"] >= 10 else f"{r['examples_per_s']:.2f}"
         lines.append(f"| {name}{mark} | {r['params']:,} | {r['steps']:,} | {rate} "
-                     f"| {r['bpd']:.4f} ± {r['stderr']:.4f} | {r['bpd'] / ref:.3f} |")
+                     f"| {r['bpd']:.4f} ± {r['stderr']:.4f} | {vs_oracle(r['bpd'])} |")
     for r in codec_rows:
-        lines.append(f"| {r['method']} | | | | {r['bpd']:.4f} | {r['bpd'] / ref:.3f} |")
+        lines.append(f"| {r['method']} | | | | {r['bpd']:.4f} | {vs_oracle(r['bpd'])} |")
     lines.append("")
     recipe = dict(rows).get(f"recipe-{top}")
     if recipe and "error" not in recipe:
@@ -626,6 +629,8 @@ def table(bench: Bench, budgets: list[float]) -> str:
             if r and "error" not in r:
                 lines.append(f"- recipe-{top} ÷ {p}-{top}: **{x / r['bpd']:.3f}** (target < 1: "
                              f"{'met' if x < r['bpd'] else 'missed'})")
+            elif r:
+                lines.append(f"- {p}-{top} cannot train on this data: {r['error'][:200]}")
         codecs = {r["method"]: r["bpd"] for r in codec_rows}
         for c in d.versus:
             if c in codecs:
