@@ -630,7 +630,7 @@ def table(bench: Bench, budgets: list[float]) -> str:
                 lines.append(f"- recipe-{top} ÷ {p}-{top}: **{x / r['bpd']:.3f}** (target < 1: "
                              f"{'met' if x < r['bpd'] else 'missed'})")
             elif r:
-                lines.append(f"- {p}-{top} cannot train on this data: {r['error'][:200]}")
+                lines.append(f"- {p}-{top} failed: {r['error'][:200]}")
         codecs = {r["method"]: r["bpd"] for r in codec_rows}
         for c in d.versus:
             if c in codecs:

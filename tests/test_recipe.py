@@ -227,5 +227,5 @@ def test_long_vectors_train_as_one_channel_signals(tmp_path):
     run = tmp_path / "r"
     assert main(["train", "--data", str(tmp_path / "v.npy"), "-o", str(run), "--steps", "2", "--quiet",
                  "--set", "train.sample_steps=2"]) == 0
-    assert RunConfig.load(run / "config.json").model.net == "score_unet"
+    assert RunConfig.load(run / "config.json").model.net == "score_unet" and (run / "samples.png").exists()
     assert main(["eval", str(run), "--data", str(tmp_path / "v.npy"), "--json"]) == 0

@@ -213,8 +213,9 @@ def _size(f: Facts, fixed: dict, net: str, mult, batch: int) -> tuple[int, int, 
     floored = False
     if net != "mlp" and not {"model.width", depth_field} & fixed.keys() and LADDER.index(chosen[:2]) < LADDER.index(FLOOR_RUNG):
         step_s, params = step_seconds(*FLOOR_RUNG)
-        if (f.steps or budget_s / step_s) >= FLOOR_STEPS:
-            chosen, floored = (*FLOOR_RUNG, params, f.steps or budget_s / step_s, step_s), True
+        steps = f.steps or budget_s / step_s
+        if steps >= FLOOR_STEPS:
+            chosen, floored = (*FLOOR_RUNG, params, steps, step_s), True
     width, depth, params, steps, step_s = chosen
     if floored:
         reason = (f"about {steps:,.0f} steps of {step_s * 1e3:.0f} ms fit in {budget_s / 60:.1f} min on a "
