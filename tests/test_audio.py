@@ -1,4 +1,5 @@
 """Audio end to end: WAV files as data, a 1-D model, and bit-exact WAV compression."""
+import json
 import shutil
 import struct
 import subprocess
@@ -77,16 +78,22 @@ def test_a_folder_of_wavs_is_crops_of_65536_levels(wav_folder):
     assert crops(tone, 512).shape == (2, 1, 512)
 
 
-def test_wav_files_round_trip_bit_exact_through_compress(tmp_path, wav_folder, capsys):
+@pytest.mark.parametrize("by_model", [True, False])
+def test_wav_files_round_trip_bit_exact_through_compress(tmp_path, wav_folder, capsys, by_model):
+    """Through the model's chain (forced: this model trained for 3 steps) and classically (FLAC)."""
     run = tmp_path / "run"
     cfg = apply_overrides(RunConfig(), ["model.width=8", "model.depth=1", "train.batch_size=8",
                                        "train.sample_steps=2", "crop=256"])
     cfg.data, cfg.train.steps = str(wav_folder), 3
     train(cfg, run, progress=False)
     assert main(["eval", str(run), "--json"]) == 0
+    capsys.readouterr()
     files = sorted(wav_folder.glob("*.wav"))  # 1200 samples each: 5 pieces of 256, the last padded
     out = tmp_path / "a.dbits"
-    assert main(["compress", str(run), *map(str, files), "-o", str(out), "--T", "4", "--json"]) == 0
+    assert main(["compress", "--model", str(run), *map(str, files), "-o", str(out), "--T", "4", "--json",
+                 "--store", "model" if by_model else "auto"]) == 0
+    stored = {r["stored"] for r in json.loads(capsys.readouterr().out)["items"]}
+    assert stored == {"model"} if by_model else "model" not in stored
     back = tmp_path / "back"
     assert main(["decompress", str(out), "--model", str(run), "-o", str(back)]) == 0
     for p in files:
@@ -111,7 +118,7 @@ def test_speech_spoken_by_espeak_round_trips_bit_exact(tmp_path):
     cfg.data, cfg.train.steps = str(folder), 2
     train(cfg, run, progress=False)
     files = sorted(folder.glob("*.wav"))
-    assert main(["compress", str(run), *map(str, files), "-o", str(tmp_path / "s.dbits"), "--T", "3"]) == 0
+    assert main(["compress", "--model", str(run), *map(str, files), "-o", str(tmp_path / "s.dbits"), "--T", "3"]) == 0
     assert main(["decompress", str(tmp_path / "s.dbits"), "--model", str(run), "-o", str(tmp_path / "back")]) == 0
     for p in files:
         assert (tmp_path / "back" / p.name).read_bytes() == p.read_bytes()

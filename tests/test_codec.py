@@ -55,7 +55,8 @@ def test_round_trip_is_bit_exact_on_random_inputs(n, T, seed):
     x = np.random.default_rng(seed).integers(0, 5, size=(n, 1, 3, 3))
     coder = BitsBackCoder(model, T=T, batch=4)
     words, rep = coder.encode(x)
-    assert np.array_equal(coder.decode(words, rep["layout"]), x)
+    assert np.array_equal(coder.decode(words, rep["layout"], n), x)
+    assert sum(rep["batches"]) == n - rep["layout"]["warm"] and max(rep["batches"], default=1) <= 4
 
 
 @pytest.mark.slow
@@ -76,7 +77,19 @@ def test_rate_meets_the_entropy_with_an_exact_denoiser():
     assert chain_bits == pytest.approx(ideal[warm:].sum(), rel=0.01)
     assert 32 * len(words) == pytest.approx(ideal.sum(), rel=0.015)
     assert 0 < warm < 10 and 32 * rep["initial_words"] < 32 * 8
-    assert np.array_equal(coder.decode(words, rep["layout"]), x)
+    assert np.array_equal(coder.decode(words, rep["layout"], len(x)), x)
+    for term, v in rep["terms"].items():  # every term moves what its information content says
+        assert v["actual"] == pytest.approx(v["ideal"], rel=1e-3, abs=64), term
+
+
+def test_batches_grow_with_the_examples_coded_and_the_decoder_derives_them():
+    from diffbits.codec.bitsback import GROWTH_UNIT, batch_sizes
+
+    sizes = batch_sizes(500, 3, 64, GROWTH_UNIT // 4)
+    assert sum(sizes) == 500 and max(sizes) == 64 and sizes[0] == 1
+    assert all(b <= max(1, (3 + a) // 4) or b == 64 for b, a in zip(sizes, np.cumsum([0, *sizes[:-1]])))
+    assert sizes == sorted(sizes[:-1]) + sizes[-1:]  # non-decreasing but for the remainder
+    assert batch_sizes(0, 1, 64, 10) == []
 
 
 def _digits(n, seed=0):
@@ -90,8 +103,8 @@ def test_files_round_trip_with_their_names_in_another_process(run, tmp_path):
     np.savez(tmp_path / "b.npz", first=_digits(2, 1).astype(np.int16), second=_digits(1, 2)[0])
     Image.fromarray(_digits(1, 3)[0]).save(tmp_path / "c.png")
     out = tmp_path / "x.dbits"
-    assert main(["compress", str(run), str(tmp_path / "a.npy"), str(tmp_path / "b.npz"), str(tmp_path / "c.png"),
-                 "-o", str(out), "--T", "8", "--draws", "1", "--json"]) == 0
+    assert main(["compress", "--model", str(run), str(tmp_path / "a.npy"), str(tmp_path / "b.npz"),
+                 str(tmp_path / "c.png"), "-o", str(out), "--T", "8", "--draws", "1", "--json"]) == 0
     code = ("import sys; from diffbits.cli import main; "
             f"sys.exit(main(['decompress', {str(out)!r}, '--model', {str(run)!r}, '-o', {str(tmp_path / 'back')!r}]))")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -103,16 +116,17 @@ def test_files_round_trip_with_their_names_in_another_process(run, tmp_path):
     assert np.array_equal(np.asarray(Image.open(back / "c.png")), np.asarray(Image.open(tmp_path / "c.png")))
 
 
-def test_report_gives_rates_and_the_bound(run, tmp_path, capsys):
+def test_report_gives_rates_the_bound_and_every_term(run, tmp_path, capsys, monkeypatch):
     np.save(tmp_path / "a.npy", _digits(6))
-    assert main(["compress", str(run), str(tmp_path / "a.npy"), "-o", str(tmp_path / "a.dbits"), "--T", "6",
-                 "--draws", "2", "--json"]) == 0
+    assert main(["compress", "--model", str(run), str(tmp_path / "a.npy"), "-o", str(tmp_path / "a.dbits"), "--T", "6",
+                 "--draws", "2", "--store", "model", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     item, total = rep["items"][0], rep["total"]
-    assert item["name"] == "a.npy" and item["examples"] == 6 and not item["fallback"]
+    assert item["name"] == "a.npy" and item["examples"] == 6 and item["stored"] == "model"
     assert total["bpd"] * total["dims"] == pytest.approx(8 * (tmp_path / "a.dbits").stat().st_size)
     assert total["net_bpd"] < total["bpd"] and np.isfinite(item["bound_bpd"])
-    assert total["initial_bits"] <= 4 * 64 * 12  # about four examples' first latents, not a batch's
+    assert set(total["terms"]) >= {"q(z_0|x)", "p(x|z_0)", "q(z_t|z_s)", "p(z_s|z_t)", "p(z_1)"}
+    assert total["container_bytes"] <= 48
 
 
 @pytest.mark.parametrize("grid,saving", [("rate-optimal", None), ("uniform-t", None), ("auto", 0.0), ("auto", 10.0)])
@@ -128,8 +142,8 @@ def test_every_grid_round_trips_and_the_file_says_which(run, tmp_path, capsys, m
         monkeypatch.setattr(files, "rate_optimal_knots", stub)
     np.save(tmp_path / "a.npy", _digits(6))
     out = tmp_path / "a.dbits"
-    assert main(["compress", str(run), str(tmp_path / "a.npy"), "-o", str(out), "--T", "6", "--draws", "1",
-                 "--grid", grid, "--json"]) == 0
+    assert main(["compress", "--model", str(run), str(tmp_path / "a.npy"), "-o", str(out), "--T", "6", "--draws", "1",
+                 "--grid", grid, "--store", "model", "--json"]) == 0
     chosen = "rate-optimal" if grid == "rate-optimal" or saving else "uniform-t"
     assert json.loads(capsys.readouterr().out)["total"]["grid"] == chosen
     assert main(["decompress", str(out), "--model", str(run), "-o", str(tmp_path / "back")]) == 0
@@ -140,7 +154,7 @@ def test_auto_grid_keeps_uniform_steps_beyond_the_lattice_and_rate_optimal_refus
     from diffbits.codec.rate_optimal import LATTICE
 
     np.save(tmp_path / "a.npy", _digits(1))
-    args = ["compress", str(run), str(tmp_path / "a.npy"), "-o", str(tmp_path / "a.dbits"), "--T", str(LATTICE + 1),
+    args = ["compress", "--model", str(run), str(tmp_path / "a.npy"), "-o", str(tmp_path / "a.dbits"), "--T", str(LATTICE + 1),
             "--draws", "1", "--json"]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["total"]["grid"] == "uniform-t"
@@ -150,9 +164,12 @@ def test_auto_grid_keeps_uniform_steps_beyond_the_lattice_and_rate_optimal_refus
 
 @pytest.fixture()
 def packed(run, tmp_path):
+    """A file with a bits-back stream (the model coding whatever it expects) and a classical item."""
     np.save(tmp_path / "a.npy", _digits(3))
+    Image.fromarray(_digits(1, 3)[0]).save(tmp_path / "c.png")
     out = tmp_path / "a.dbits"
-    compress(run, [tmp_path / "a.npy"], out, T=5, draws=1)
+    rep = compress(run, [tmp_path / "a.npy", tmp_path / "c.png"], out, T=5, draws=1, store="model")
+    assert rep["total"]["model_items"] == 2
     return out
 
 
@@ -173,33 +190,61 @@ def test_truncated_file_and_wrong_model_are_rejected_with_exit_code(run, other_r
     assert "truncated or corrupted" in capsys.readouterr().err
     assert main(["decompress", str(packed), "--model", str(other_run), "-o", str(tmp_path / "o")]) == 2
     assert "another model" in capsys.readouterr().err
-    assert not list((tmp_path / "o").glob("*.npy")) if (tmp_path / "o").exists() else True
+    assert main(["decompress", str(packed), "-o", str(tmp_path / "o")]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob("*")) if (tmp_path / "o").exists() else True
+
+
+def test_a_file_of_the_previous_format_is_refused_with_its_version(run, tmp_path, capsys):
+    (tmp_path / "old.dbits").write_bytes(b"DBITS\x00\x02\x00" + bytes(64))
+    assert main(["decompress", str(tmp_path / "old.dbits"), "--model", str(run), "-o", str(tmp_path / "o")]) == 2
+    assert "version 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("array, message", [(np.zeros((2, 7, 7), np.uint8), "does not match"),
                                             (np.full((2, 8, 8), 40, np.uint8), "17 levels"),
                                             (np.zeros((2, 8, 8), np.float32), "not integer")])
-def test_inputs_that_do_not_fit_the_model_are_rejected(run, tmp_path, capsys, array, message):
-    np.save(tmp_path / "bad.npy", array)
-    assert main(["compress", str(run), str(tmp_path / "bad.npy"), "-o", str(tmp_path / "bad.dbits")]) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "bad.dbits").exists()
+def test_inputs_the_model_cannot_code_are_stored_classically_and_say_why(run, tmp_path, capsys, array, message):
+    np.save(tmp_path / "odd.npy", array)
+    assert main(["compress", "--model", str(run), str(tmp_path / "odd.npy"), "-o", str(tmp_path / "odd.dbits"),
+                 "--json"]) == 0
+    item = json.loads(capsys.readouterr().out)["items"][0]
+    assert item["stored"] != "model" and message in item["why"]
+    assert main(["decompress", str(tmp_path / "odd.dbits"), "-o", str(tmp_path / "back")]) == 0  # no model needed
+    back = np.load(tmp_path / "back" / "odd.npy")
+    assert back.dtype == array.dtype and np.array_equal(back, array)
 
 
-def test_items_that_fail_verification_fall_back_and_still_round_trip(run, tmp_path, monkeypatch):
+def test_items_that_fail_verification_are_stored_classically_and_still_round_trip(run, tmp_path, monkeypatch):
     """When the verifying decode disagrees (as on a machine whose kernels are not deterministic),
-    every item falls back to deflate, is flagged, and the file carries no bits-back stream."""
+    every item is stored classically, says why, and the file carries no bits-back stream."""
     from diffbits.codec import files
+    from diffbits.codec.container import unpack
 
     a = _digits(4)
     np.save(tmp_path / "a.npy", a)
-    monkeypatch.setattr(files.BitsBackCoder, "decode", lambda self, words, layout: np.zeros((layout["warm"] + sum(layout["batches"]), 1, 8, 8), np.int64))
-    rep = compress(run, [tmp_path / "a.npy"], tmp_path / "a.dbits", T=4, draws=1)
+    monkeypatch.setattr(files.BitsBackCoder, "decode", lambda self, words, layout, n: np.zeros((n, 1, 8, 8), np.int64))
+    rep = compress(run, [tmp_path / "a.npy"], tmp_path / "a.dbits", T=4, draws=1, store="model")
     monkeypatch.undo()
-    assert rep["items"][0]["fallback"] and rep["total"]["fallback_items"] == 1 and rep["total"]["initial_bits"] == 0
-    from diffbits.codec.container import unpack
-
-    header, words, _ = unpack((tmp_path / "a.dbits").read_bytes())
-    assert len(words) == 0 and header["layout"] is None
+    assert rep["items"][0]["stored"] != "model" and "verifying decode" in rep["items"][0]["why"]
+    c = unpack((tmp_path / "a.dbits").read_bytes())
+    assert c.chain is None and len(c.words) == 0
     back = decompress(tmp_path / "a.dbits", run, tmp_path / "back")
     assert np.array_equal(np.load(back[0]), a)
+
+
+@pytest.mark.parametrize("n", [1, 2, 40])
+def test_a_file_is_never_larger_than_its_classical_codes_plus_a_few_bytes(run, tmp_path, n):
+    """Whatever the model (this one has trained for 3 steps): one image per file, a few, many."""
+    from diffbits.codec import classical
+
+    paths, floor = [], 0
+    for i, img in enumerate(_digits(n, 5)):
+        paths.append(tmp_path / f"digit{i:03d}.png")
+        Image.fromarray(img).save(paths[-1])
+        floor += min(len(b) for b in classical.encode_image(img).values())
+    rep = compress(run, paths, tmp_path / "x.dbits", T=6, draws=1)
+    assert rep["total"]["bytes"] <= floor + 32 * n + 8
+    back = decompress(tmp_path / "x.dbits", run, tmp_path / "back")
+    assert [p.name for p in back] == [p.name for p in paths]
+    assert all(np.array_equal(np.asarray(Image.open(b)), np.asarray(Image.open(p))) for b, p in zip(back, paths))

@@ -35,9 +35,14 @@ def read_wav(path: Path) -> tuple[np.ndarray, dict]:
     """``(levels (C, N) uint16 or uint8, meta)`` of a PCM WAV file; meta holds the
     sample width, channels, rate and the bytes before and after the samples (base64)."""
     path = Path(path)
-    raw = path.read_bytes()
+    return parse_wav(path.read_bytes(), str(path))
+
+
+def parse_wav(raw: bytes, where: str) -> tuple[np.ndarray, dict]:
+    """``read_wav`` of a WAV file's bytes (``where`` names it in errors)."""
+    path = where
     fmt = data = None
-    for tag, start, size in _chunks(raw, str(path)):
+    for tag, start, size in _chunks(raw, where):
         if tag == b"fmt ":
             fmt = struct.unpack("<HHIIHH", raw[start:start + 16])
         elif tag == b"data":

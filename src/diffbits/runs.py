@@ -22,7 +22,8 @@ from .errors import RunError
 from .grids import FIXED, Grid, fixed_grid
 from .vdm import VDM
 
-__all__ = ["load_run", "model_fingerprint", "run_grid", "signal_examples", "GRID_NAMES", "CONFIG", "METRICS", "GRIDS"]
+__all__ = ["load_run", "resolve_model", "model_fingerprint", "run_grid", "signal_examples", "export", "model_card",
+           "GRID_NAMES", "CONFIG", "METRICS", "GRIDS"]
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -31,20 +32,35 @@ GRID_NAMES = (*FIXED, "score-optimal", "wasserstein")
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[RunConfig, VDM]:
-    """``(config, model)`` of a trained run: the model carries the run's EMA weights, in eval mode,
-    on ``device`` (``auto``: a GPU when there is one)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists():
-        raise RunError(f"{run_dir}: not a diffbits run (no {CONFIG})")
-    if not (run_dir / CHECKPOINT).exists():
+    """``(config, model)`` of a trained run or a shipped model (``shipped``: a name or its
+    directory): the model carries the run's EMA weights, in eval mode, on ``device`` (``auto``:
+    a GPU when there is one)."""
+    from .shipped import WEIGHTS, find
+
+    run_dir = find(run_dir)
+    ckpt, weights = run_dir / CHECKPOINT, run_dir / WEIGHTS
+    if not ckpt.exists() and not weights.exists():
         raise RunError(f"{run_dir}: no {CHECKPOINT} yet (was the run started?)")
     cfg = RunConfig.load(run_dir / CONFIG)
     dev = pick_device(device)
-    ck = load_checkpoint(run_dir / CHECKPOINT, map_location=dev)
     model = build_model(cfg.model, tuple(cfg.shape), cfg.levels).to(dev)
-    ema = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
-    model.load_state_dict(ema)
+    if ckpt.exists():
+        ck = load_checkpoint(ckpt, map_location=dev)
+        state = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
+    else:
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights), device=str(dev))
+    model.load_state_dict(state)
     return cfg, model.eval()
+
+
+def resolve_model(model_or_run) -> tuple[RunConfig, VDM]:
+    """``(config, model)`` on the CPU for a shipped model's name, a run directory, or a pair
+    already loaded."""
+    if isinstance(model_or_run, tuple):
+        return model_or_run
+    return load_run(model_or_run, "cpu")
 
 
 def model_fingerprint(cfg: RunConfig, model) -> str:
@@ -124,3 +140,42 @@ def signal_examples(cfg: RunConfig, model, data: str | None, n: int, seed: int) 
     ds = load_dataset(data or cfg.data, split, cfg.levels, crop=cfg.crop or None)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
     return data_to_signal(ds.x[idx].to(model.schedule.gamma_0.device), cfg.levels, torch.float32)
+
+
+def export(run_dir: Path, out_dir: Path, card_fields: dict) -> Path:
+    """Write the shipped form of ``run_dir`` (config, EMA weights, card) into ``out_dir``."""
+    from safetensors.torch import save_file
+
+    from .shipped import CARD, WEIGHTS
+
+    cfg, model = load_run(run_dir, "cpu")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(out_dir / CONFIG)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / WEIGHTS))
+    fields = dict(card_fields, fingerprint=model_fingerprint(cfg, model),
+                  parameters=sum(v.numel() for v in state.values()), shape=list(cfg.shape), levels=cfg.levels)
+    (out_dir / CARD).write_text(json.dumps(fields, indent=1) + "\n")
+    (out_dir / "README.md").write_text(model_card(out_dir.name, fields, cfg))
+    return out_dir
+
+
+def model_card(name: str, card: dict, cfg: RunConfig) -> str:
+    """The card for people: what the model is, what it was trained on and how, how good it is."""
+    m = cfg.model
+    lines = [f"# {name}", "",
+             f"A diffbits VDM for {tuple(card['shape'])} examples with {card['levels']} levels, shipped so that "
+             f"`diffbits compress --model {name}` works without training.", "",
+             f"- data: {card['data']}",
+             f"- trained with: `{card['command']}`",
+             f"- steps: {card['steps']:,}" + (f" in {card['minutes']:.0f} minutes" if card.get("minutes") else ""),
+             f"- network: {m.net}, width {m.width}, depth {m.depth}, {card['parameters']:,} parameters "
+             f"(float32 EMA weights, `model.safetensors`)",
+             f"- fingerprint: `{card['fingerprint']}` (files compressed with this model carry its first 48 bits)"]
+    if "test_bpd" in card:
+        lines.append(f"- held-out bound: {card['test_bpd']:.4f} ± {card['test_stderr']:.4f} bits/dim on "
+                     f"{card['test_examples']:,} examples of `{card['test']}`")
+    if card.get("examples"):
+        lines.append(f"- `{card['examples']}`: the first held-out examples, in the data's own dtype (the tests code them)")
+    return "\n".join(lines) + "\n"

@@ -20,14 +20,21 @@ mean, so the alphabet stays small. The encoder records its batch sizes, so the d
 network on identical tensors.
 
 Initial bits (the first pops have nothing to take back) come from a warm start: the first few
-examples are deflated and their bytes are the bottom of the ANS stack, so the chain's first pops
-read real data (deflate's output looks random) instead of costing extra bits. Only what a pop takes
-beyond those bytes comes from a pseudo-random prefill and is paid as initial bits.
+examples are coded by the best classical codec for their kind (``codec.classical``: JPEG-XL or
+PNG for images, FLAC for signals, xz, zstd or zlib for anything) and those bytes are the bottom
+of the ANS stack, so the chain's first pops read real data (a good codec's output looks random)
+instead of costing extra bits. Only what a pop takes beyond those bytes comes from a
+pseudo-random prefill and is paid as initial bits.
+
+Batches grow with the stack: batch k holds ``floor(growth / 64 * (examples so far))`` examples
+(at least 1, at most ``batch``), the examples so far counting the warm start (``batch_sizes``),
+so the decoder derives every batch size from one number. Every coding operation is booked to
+its term of the bound (``TERMS``) with its actual cost on the stack beside its ideal information
+content, so any gap between the two is visible term by term.
 """
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 
 import constriction
@@ -37,11 +44,12 @@ from scipy.special import expit
 
 from ..progress import progress
 from ..bound import SOFTMAX_MAX_LEVELS, bin_centres, data_to_signal
-from ..errors import CodingError, OutOfRange
+from ..errors import CodingError, ContainerError, OutOfRange
 from ..grids import gamma_of
+from .classical import best, decode_examples, encode_examples
 from .rate_optimal import knot_gammas
 
-__all__ = ["Chain", "BitsBackCoder", "OutOfRange", "CodingError"]
+__all__ = ["Chain", "BitsBackCoder", "OutOfRange", "CodingError", "batch_sizes", "TERMS"]
 
 # constriction gives every symbol of an alphabet at least 2^-24. Mass leaked that way is paid on
 # every push (and a pop may land in a tail bin): over T steps it adds up. So alphabets end where a
@@ -53,6 +61,8 @@ P_MARGIN = 3.0
 # (c = 0 costs ~0.001 bits; each wider class ~13 bits); beyond the last, OutOfRange.
 ESCAPE = np.array([1 - 7e-4] + [1e-4] * 7)
 ESCAPE_MODEL = constriction.stream.model.Categorical(ESCAPE, perfect=False)
+TERMS = ("q(z_0|x)", "p(x|z_0)", "q(z_t|z_s)", "p(z_s|z_t)", "p(z_1)")  # pops of q, pushes of p
+GROWTH_UNIT = 64  # batch growth is stored in 64ths of an example per example coded
 PREFILL_SEED = 0x5EED
 TOP_WORD = 0xD1FFB175  # above the warm start: a non-zero top word for the ANS head
 
@@ -107,16 +117,26 @@ def _signal(x: np.ndarray, levels: int) -> np.ndarray:
 @dataclass
 class _Ops:
     """Gaussian and categorical coding on one ANS stack, with the ideal information content
-    (bits) of every symbol accumulated per example (+ for pushes, - for pops)."""
+    (bits) of every symbol accumulated per example (+ for pushes, - for pops), and per term of
+    the bound (``TERMS``) the bits each operation really moved on the stack beside its ideal."""
 
     coder: constriction.stream.stack.AnsCoder
     n: int
     info: np.ndarray = field(init=False)
     min_words: int = field(init=False)
+    actual: dict = field(init=False)
+    ideal: dict = field(init=False)
 
     def __post_init__(self):
         self.info = np.zeros(self.n)
         self.min_words = self.coder.num_words()
+        self.actual = dict.fromkeys(TERMS, 0.0)
+        self.actual["escape"] = 0.0
+        self.ideal = dict(self.actual)
+
+    def _book(self, term: str, before: float, ideal: float) -> None:
+        self.actual[term] += abs(self.coder.num_valid_bits() - before)
+        self.ideal[term] += ideal
 
     @staticmethod
     def _params(mean: np.ndarray, std: float, delta: float, wide: bool):
@@ -129,17 +149,23 @@ class _Ops:
         """Per example: the summed ``_gauss_bits`` of its symbols."""
         return _gauss_bits(off, m, s).reshape(self.n, -1).sum(1)
 
-    def pop_gaussian(self, mean: np.ndarray, std: float, delta: float, wide: bool) -> np.ndarray:
+    def pop_gaussian(self, mean: np.ndarray, std: float, delta: float, wide: bool, term: str) -> np.ndarray:
         centre, m, s, w = self._params(mean, std, delta, wide)
         if wide:
-            w *= 4 ** int(self.coder.decode(ESCAPE_MODEL, 1)[0])
+            before = self.coder.num_valid_bits()
+            cls = int(self.coder.decode(ESCAPE_MODEL, 1)[0])
+            self._book("escape", before, -math.log2(ESCAPE[cls]))
+            w *= 4 ** cls
         family = constriction.stream.model.QuantizedGaussian(-w, w)
+        before = self.coder.num_valid_bits()
         off = self.coder.decode(family, m, np.full_like(m, s)).astype(np.float64)
         self.min_words = min(self.min_words, self.coder.num_words())
-        self.info -= self._bits(off, m, s)
+        bits = self._bits(off, m, s)
+        self._book(term, before, bits.sum())
+        self.info -= bits
         return (centre.ravel() + off).reshape(mean.shape)
 
-    def push_gaussian(self, k: np.ndarray, mean: np.ndarray, std: float, delta: float, wide: bool) -> None:
+    def push_gaussian(self, k: np.ndarray, mean: np.ndarray, std: float, delta: float, wide: bool, term: str) -> None:
         centre, m, s, w = self._params(mean, std, delta, wide)
         off = (k - centre).ravel()
         need, cls = np.abs(off).max(initial=0), 0
@@ -149,10 +175,15 @@ class _Ops:
         if need > w * 4**cls:
             raise OutOfRange(f"a latent lies {need / s:.0f} standard deviations from the model's mean")
         family = constriction.stream.model.QuantizedGaussian(-w * 4**cls, w * 4**cls)
+        before = self.coder.num_valid_bits()
         self.coder.encode_reverse(off.astype(np.int32), family, m, np.full_like(m, s))
-        self.info += self._bits(off, m, s)
+        bits = self._bits(off, m, s)
+        self._book(term, before, bits.sum())
+        self.info += bits
         if wide:
+            before = self.coder.num_valid_bits()
             self.coder.encode_reverse(np.array([cls], np.int32), ESCAPE_MODEL)
+            self._book("escape", before, -math.log2(ESCAPE[cls]))
 
     def _categorical(self, z_0: np.ndarray, chain: Chain, levels: int):
         """``p(x | z_0)`` (docs/bound.md eqs. 5, 7): softmax over bin centres, or for many levels a discretised
@@ -173,29 +204,35 @@ class _Ops:
 
     def pop_data(self, z_0: np.ndarray, chain: Chain, levels: int) -> np.ndarray:
         family, params, bits = self._categorical(z_0, chain, levels)
+        before = self.coder.num_valid_bits()
         x = self.coder.decode(family, *params).astype(np.int64)
         self.min_words = min(self.min_words, self.coder.num_words())
-        self.info -= bits(x).reshape(self.n, -1).sum(1)
+        b = bits(x).reshape(self.n, -1).sum(1)
+        self._book("p(x|z_0)", before, b.sum())
+        self.info -= b
         return x.reshape(z_0.shape)
 
     def push_data(self, x: np.ndarray, z_0: np.ndarray, chain: Chain, levels: int) -> None:
         family, params, bits = self._categorical(z_0, chain, levels)
         flat = x.ravel()
+        before = self.coder.num_valid_bits()
         self.coder.encode_reverse(flat.astype(np.int32), family, *params)
-        self.info += bits(flat).reshape(self.n, -1).sum(1)
+        b = bits(flat).reshape(self.n, -1).sum(1)
+        self._book("p(x|z_0)", before, b.sum())
+        self.info += b
 
 
 class BitsBackCoder:
     """Codes batches of integer data ``x`` (N, *data_shape) with a ``VDM``'s T-step chain.
 
-    ``encode(x) -> (words, report)`` and ``decode(words, report["layout"]) -> x``."""
+    ``encode(x) -> (words, report)`` and ``decode(words, report["layout"], len(x)) -> x``."""
 
-    def __init__(self, model, T: int = 100, resolution: float = 4.0, batch: int = 64, initial_examples: int = 2,
-                 progress: bool = False, knots=None):
+    def __init__(self, model, T: int = 100, resolution: float = 4.0, batch: int = 64, progress: bool = False,
+                 knots=None):
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         self.model, self.T, self.batch, self.progress = model, int(T), int(batch), progress
-        self.resolution, self.initial_examples = float(resolution), int(initial_examples)
+        self.resolution = float(resolution)
         self.levels, self.shape = model.levels, tuple(model.data_shape)
         if knots is None:  # steps uniform in t
             self.chain = Chain.from_schedule(model.schedule, self.T, resolution)
@@ -224,33 +261,36 @@ class BitsBackCoder:
     def _encode_batch(self, ops: _Ops, x: np.ndarray, bar) -> None:
         ch = self.chain
         f = _signal(x, self.levels)
-        k = ops.pop_gaussian(ch.alpha[0] * f, ch.sigma[0], ch.delta[0], False)  # z_0 <- q(z_0 | x)
+        k = ops.pop_gaussian(ch.alpha[0] * f, ch.sigma[0], ch.delta[0], False, "q(z_0|x)")  # z_0 <- q(z_0 | x)
         z_prev = k * ch.delta[0]
         ops.push_data(x, z_prev, ch, self.levels)  # x -> p(x | z_0)
         for i in range(1, ch.T + 1):
             k_i = ops.pop_gaussian(ch.alpha[i] / ch.alpha[i - 1] * z_prev, ch.sigma[i] * math.sqrt(ch.c[i]), ch.delta[i],
-                                   False)
+                                   False, "q(z_t|z_s)")
             z_i = k_i * ch.delta[i]
-            ops.push_gaussian(k, self._p_mean(z_i, i), ch.sigma[i - 1] * math.sqrt(ch.c[i]), ch.delta[i - 1], True)
+            ops.push_gaussian(k, self._p_mean(z_i, i), ch.sigma[i - 1] * math.sqrt(ch.c[i]), ch.delta[i - 1], True,
+                              "p(z_s|z_t)")
             k, z_prev = k_i, z_i
             bar.update(ops.n)
-        ops.push_gaussian(k, np.zeros_like(z_prev), 1.0, ch.delta[-1], True)  # z_T -> N(0, I)
+        ops.push_gaussian(k, np.zeros_like(z_prev), 1.0, ch.delta[-1], True, "p(z_1)")  # z_T -> N(0, I)
 
     def _decode_batch(self, ops: _Ops, n: int, bar) -> np.ndarray:
         ch = self.chain
         shape = (n,) + self.shape
-        k = ops.pop_gaussian(np.zeros(shape), 1.0, ch.delta[-1], True)
+        k = ops.pop_gaussian(np.zeros(shape), 1.0, ch.delta[-1], True, "p(z_1)")
         for i in range(ch.T, 0, -1):
             z_i = k * ch.delta[i]
-            k_prev = ops.pop_gaussian(self._p_mean(z_i, i), ch.sigma[i - 1] * math.sqrt(ch.c[i]), ch.delta[i - 1], True)
+            k_prev = ops.pop_gaussian(self._p_mean(z_i, i), ch.sigma[i - 1] * math.sqrt(ch.c[i]), ch.delta[i - 1], True,
+                                      "p(z_s|z_t)")
             z_prev = k_prev * ch.delta[i - 1]
-            ops.push_gaussian(k, ch.alpha[i] / ch.alpha[i - 1] * z_prev, ch.sigma[i] * math.sqrt(ch.c[i]), ch.delta[i], False)
+            ops.push_gaussian(k, ch.alpha[i] / ch.alpha[i - 1] * z_prev, ch.sigma[i] * math.sqrt(ch.c[i]), ch.delta[i], False,
+                              "q(z_t|z_s)")
             k = k_prev
             bar.update(ops.n)
         z_0 = k * ch.delta[0]
         x = ops.pop_data(z_0, ch, self.levels)
         f = _signal(x, self.levels)
-        ops.push_gaussian(k, ch.alpha[0] * f, ch.sigma[0], ch.delta[0], False)
+        ops.push_gaussian(k, ch.alpha[0] * f, ch.sigma[0], ch.delta[0], False, "q(z_0|x)")
         return x
 
     # -- whole streams -------------------------------------------------------------------------------
@@ -264,71 +304,92 @@ class BitsBackCoder:
         s0 = self.chain.sigma[0] / self.chain.delta[0]
         return math.prod(self.shape) * (math.log2(4.13 * s0) + math.log2(8.26 * self.resolution))
 
-    def _warm_bytes(self, x: np.ndarray, need: float) -> tuple[int, bytes]:
-        """The fewest leading examples whose deflated bytes cover one example's first pops (``need`` bits)."""
-        target, m, blob = need / 8, 0, b""
+    def _warm_start(self, x: np.ndarray, need: float) -> tuple[int, str, bytes]:
+        """The fewest leading examples whose classical bytes cover one example's first pops
+        (``need`` bits), their codec and bytes. The warm start costs its examples' classical rate
+        instead of the model's, about ``need * (1 - model rate / classical rate)`` bits more in all,
+        so the best classical codec is also the cheapest warm start."""
+        target, m, codec, blob = need / 8, 0, "raw", b""
         while m < len(x) and len(blob) < target:
             m += 1
-            blob = _deflate_levels(x[:m], self.levels)
-        return m, blob
+            codec, blob = best(encode_examples(x[:m], self.levels))
+        return m, codec, blob
 
-    def encode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Returns the stream and a report: ``layout`` (what ``decode`` needs: the batch sizes, the
-        warm-start examples and bytes, the prefill and the words trimmed off its bottom),
-        ``initial_words`` (prefill words the stream carries) and ``info_bits`` (ideal bits per
-        chain-coded example). Batches grow from one example as the stack fills (each batch costs a
-        few bits per step: fewer, larger batches are cheaper)."""
+    def growth_for(self, bits_per_example: float) -> int:
+        """Batch growth (``batch_sizes``) at which the stack should always hold a batch's first
+        pops: examples coded so far pay ``bits_per_example`` each, a batch takes ``1.25 * need``."""
+        return int(np.clip(GROWTH_UNIT * bits_per_example / (1.25 * self._need()), 1, 255))
+
+    def encode(self, x: np.ndarray, bits_per_example: float | None = None) -> tuple[np.ndarray, dict]:
+        """Returns the stream and a report: ``layout`` (what ``decode`` needs besides the number of
+        examples: the warm start's examples, codec and bytes, the prefill and the words trimmed
+        off its bottom, the batch growth), ``initial_words`` (prefill words the stream carries),
+        ``warm_words``, ``info_bits`` (ideal bits per chain-coded example) and ``terms``: per
+        term of the bound, ``{"actual": bits moved on the stack, "ideal": information content}``.
+        ``bits_per_example``: the expected net cost of an example (the model's bound), which sets
+        how fast batches grow (default: half the warm start's classical cost)."""
         x = np.asarray(x)
         if x.shape[1:] != self.shape:
             raise ValueError(f"expected data of shape (N, {', '.join(map(str, self.shape))}), got {x.shape}")
         if x.size and (x.min() < 0 or x.max() >= self.levels):
             raise ValueError(f"data must be integers in [0, {self.levels - 1}]")
         need = self._need()
-        m, blob = self._warm_bytes(x, need)
+        m, codec, blob = self._warm_start(x, need)
         warm = _bytes_to_words(blob)
         n = len(x) - m
-        words = int(2 * self.batch * need / 32) + 256  # generous: the words never touched are trimmed off
-        for _ in range(16):
+        if bits_per_example is None:
+            bits_per_example = 4 * len(blob) / max(m, 1)
+        growth = self.growth_for(bits_per_example)
+        words = int(2 * need / 32) + 256  # generous: the words never touched are trimmed off
+        for _ in range(24):
             pre = np.concatenate([self.prefill(words), warm, [TOP_WORD]]).astype(np.uint32)
             coder = constriction.stream.stack.AnsCoder(pre.copy(), seal=False)
-            ops, info, batches, a, per_example, low = _Ops(coder, 1), np.zeros(n), [], 0, need, coder.num_words()
-            floor = 32 * words - max(0, min(self.initial_examples, n) * need - 32 * len(warm))  # the prefill pays the rest
+            ops, info, a, low = _Ops(coder, 1), np.zeros(n), 0, coder.num_words()
+            actual, ideal = dict(ops.actual), dict(ops.ideal)
+            sizes = batch_sizes(n, m, self.batch, growth)
             with progress(total=n * self.T, desc=f"encode (T={self.T})", unit="ex-step", enabled=self.progress) as bar:
-                while a < n:
-                    fits = int((coder.num_bits() - floor) / (1.25 * per_example))  # what the stack above the floor pays for
-                    b = a + max(1, min(self.batch, fits, n - a))
-                    start = coder.num_bits()
-                    ops.n, ops.info, ops.min_words = b - a, np.zeros(b - a), coder.num_words()
+                for b in sizes:
+                    ops.n, ops.info, ops.min_words = b, np.zeros(b), coder.num_words()
+                    ops.actual, ops.ideal = dict.fromkeys(actual, 0.0), dict.fromkeys(ideal, 0.0)
                     try:
-                        self._encode_batch(ops, x[m + a:m + b], bar)
+                        self._encode_batch(ops, x[m + a:m + a + b], bar)
                     except OutOfRange as e:
-                        e.rows = (m + a, m + b)
+                        e.rows = (m + a, m + a + b)
                         raise
                     if ops.min_words < 64:  # too close to the bottom for random-looking bits
                         break
-                    per_example = max(per_example, (start - 32 * ops.min_words) / (b - a))
-                    info[a:b], low = ops.info, min(low, ops.min_words)
-                    batches.append(b - a)
-                    a = b
+                    info[a:a + b], low = ops.info, min(low, ops.min_words)
+                    for t in actual:
+                        actual[t] += ops.actual[t]
+                        ideal[t] += ops.ideal[t]
+                    a += b
             if a >= n:
                 break
-            words *= 2  # the prefill ran (nearly) dry: start again with more initial bits
+            if growth > 1:  # batches outgrew the stack: let them grow more slowly
+                growth = max(1, growth * 3 // 4)
+            else:  # the prefill ran (nearly) dry: start again with more initial bits
+                words *= 2
         else:
             raise CodingError("could not find enough initial bits")
         trim = min(low - 2, words)  # prefill words never popped: the decoder does not need them
         out = coder.get_compressed()
         assert np.array_equal(out[:trim], pre[:trim])
-        layout = {"batches": batches, "warm": m, "warm_bytes": len(blob), "prefill": words, "trim": trim}
+        layout = {"warm": m, "warm_codec": codec, "warm_bytes": len(blob), "prefill": words, "trim": trim,
+                  "growth": growth}
+        terms = {t: {"actual": actual[t], "ideal": ideal[t]} for t in actual}
         return out[trim:].copy(), {"layout": layout, "initial_words": words - trim + 1, "warm_words": len(warm),
-                                   "info_bits": info}
+                                   "info_bits": info, "terms": terms, "batches": sizes}
 
-    def decode(self, words: np.ndarray, layout: dict) -> np.ndarray:
-        """The examples ``encode`` coded into ``words`` with this ``layout``."""
+    def decode(self, words: np.ndarray, layout: dict, examples: int) -> np.ndarray:
+        """The ``examples`` examples ``encode`` coded into ``words`` with this ``layout``."""
+        if not 0 < layout["warm"] <= examples:
+            raise CodingError("the warm start does not fit the number of examples")
         coder = constriction.stream.stack.AnsCoder(np.asarray(words, dtype=np.uint32).copy(), seal=False)
         ops = _Ops(coder, 1)
-        ends = np.cumsum([0, *layout["batches"]])
-        out = np.empty((int(ends[-1]),) + self.shape, dtype=np.int64)
-        with progress(total=int(ends[-1]) * self.T, desc=f"decode (T={self.T})", unit="ex-step", enabled=self.progress) as bar:
+        n = examples - layout["warm"]
+        ends = np.cumsum([0, *batch_sizes(n, layout["warm"], self.batch, layout["growth"])])
+        out = np.empty((n,) + self.shape, dtype=np.int64)
+        with progress(total=n * self.T, desc=f"decode (T={self.T})", unit="ex-step", enabled=self.progress) as bar:
             for a, b in reversed(list(zip(ends[:-1], ends[1:]))):
                 ops.n, ops.info = b - a, np.zeros(b - a)
                 out[a:b] = self._decode_batch(ops, b - a, bar)
@@ -338,32 +399,22 @@ class BitsBackCoder:
         if (len(rest) != len(pad) + n_warm + 1 or not np.array_equal(rest[:len(pad)], pad) or rest[-1] != TOP_WORD):
             raise CodingError("the decoded stream does not end in its initial bits (wrong model or corrupted data)")
         blob = rest[len(pad):-1].astype("<u4").tobytes()[:layout["warm_bytes"]]
-        warm = _inflate_levels(blob, layout["warm"], self.shape, self.levels)
+        try:
+            warm = decode_examples(layout["warm_codec"], blob, layout["warm"], self.shape, self.levels)
+        except ContainerError as e:
+            raise CodingError(f"the warm start does not decode ({e})") from None
         return np.concatenate([warm, out])
 
 
-def _level_dtype(levels: int) -> str:
-    return "u1" if levels <= 256 else "<u2" if levels <= 65536 else "<u4"
-
-
-def _deflate_levels(x: np.ndarray, levels: int) -> bytes:
-    return zlib.compress(np.ascontiguousarray(x, dtype=_level_dtype(levels)).tobytes(), 9) if len(x) else b""
-
-
-def _inflate_levels(blob: bytes, n: int, shape: tuple, levels: int) -> np.ndarray:
-    if n == 0:
-        return np.zeros((0,) + shape, np.int64)
-    try:
-        raw = zlib.decompress(blob)
-    except zlib.error as e:
-        raise CodingError(f"the warm-start examples do not inflate ({e})") from None
-    dt = np.dtype(_level_dtype(levels))
-    if len(raw) != n * math.prod(shape) * dt.itemsize:
-        raise CodingError("the warm-start examples have the wrong size")
-    x = np.frombuffer(raw, dt).reshape((n,) + shape).astype(np.int64)
-    if x.max(initial=0) >= levels:
-        raise CodingError("a warm-start example lies outside the model's levels")
-    return x
+def batch_sizes(n: int, warm: int, batch: int, growth: int) -> list[int]:
+    """The batches ``n`` chain-coded examples are coded in, after ``warm`` warm-start examples:
+    each ``growth / GROWTH_UNIT`` times the examples so far (at least 1, at most ``batch``)."""
+    sizes, a = [], 0
+    while a < n:
+        b = max(1, min(batch, n - a, growth * (warm + a) // GROWTH_UNIT))
+        sizes.append(b)
+        a += b
+    return sizes
 
 
 def _bytes_to_words(blob: bytes) -> np.ndarray:

@@ -100,13 +100,24 @@ def diffusion_bits(gammas: np.ndarray, lattice_gammas: np.ndarray, m: np.ndarray
     return 0.5 * float(np.sum(np.expm1(np.diff(gammas)) * np.interp(gammas[1:], lattice_gammas, m))) / np.log(2)
 
 
-def rate_optimal_knots(model, x, T: int, size: int = LATTICE, probes: int = 256, examples: int = 64,
+MIN_PROBES, MAX_PROBES = 32, 256
+
+
+def probes_for(T: int, n: int, examples: int = 64) -> int:
+    """Levels at which to measure the error: as many network passes as coding ``n`` examples
+    with T steps takes (the estimate never costs more than the coding), within 32 to 256."""
+    return int(np.clip(T * n // max(min(n, examples), 1), MIN_PROBES, MAX_PROBES))
+
+
+def rate_optimal_knots(model, x, T: int, size: int = LATTICE, probes: int | None = None, examples: int = 64,
                        seed: int = 0) -> tuple[np.ndarray, float]:
     """Knots of the T-step chain for data like ``x`` (up to ``examples`` of them are used):
-    the error measured at ``probes`` levels, made consistent, interpolated onto the lattice.
-    Also returns the expected saving over steps uniform in t, bits per dimension."""
+    the error measured at ``probes`` levels (default ``probes_for``), made consistent,
+    interpolated onto the lattice. Also returns the expected saving over steps uniform in t,
+    bits per dimension."""
     schedule = model.schedule
     x = np.asarray(x)
+    probes = probes_for(T, len(x), examples) if probes is None else probes
     pick = np.random.default_rng(seed).permutation(len(x))[:examples]
     g0, g1 = endpoints(schedule)
     probe_gammas = np.linspace(g0, g1, probes)
