@@ -10,7 +10,7 @@ Integers are unsigned LEB128 varints. An item record is its name, one byte for i
 it is stored (by the model's chain, or by a classical codec), its arrays (key, dtype, shape and
 layout: only for items the chain codes), a WAV file's bytes around the samples, the length of
 its stored bytes, and 4 bytes of BLAKE2b over the record and the item's original arrays (dtype,
-shape, bytes), checked after decoding. The model fingerprint (the first 48 bits of
+shape, bytes), XORed with a digest of the header before the items, checked after decoding. The model fingerprint (the first 48 bits of
 ``runs.model_fingerprint``) is checked before anything is decoded. A file with nothing coded
 by the model carries no fingerprint and needs no model.
 """
@@ -127,8 +127,11 @@ class Chain:
         warm, codec = r.uvarint(), r.byte()
         if codec >= len(CODECS) or T < 1 or batch < 1 or code < 1:
             raise ContainerError("the chain's settings are malformed: the file is corrupted")
-        return cls(fingerprint, T, batch, code / 4, warm, CODECS[codec], r.uvarint(), r.uvarint(), r.uvarint(),
-                   r.uvarint())
+        chain = cls(fingerprint, T, batch, code / 4, warm, CODECS[codec], r.uvarint(), r.uvarint(), r.uvarint(),
+                    r.uvarint())
+        if chain.trim > chain.prefill or not 1 <= chain.growth <= 255 or chain.warm < 1:
+            raise ContainerError("the stream's layout is malformed: the file is corrupted")
+        return chain
 
 
 @dataclass
@@ -190,6 +193,8 @@ class Item:
                 if dtype is None:
                     raise ContainerError("an array of unknown dtype: the file is corrupted")
                 flags = r.byte()
+                if flags & ~(HWC | CUT):
+                    raise ContainerError("an array with unknown layout flags: the file is corrupted")
                 shape = [r.uvarint() for _ in range(r.uvarint())]
                 length = r.uvarint() if flags & CUT else 0
                 item.arrays.append({"key": key, "dtype": dtype, "shape": shape, "hwc": bool(flags & HWC),
@@ -230,11 +235,12 @@ def pack(c: Container) -> bytes:
             out += [_uvarint(s) for s in c.chain.knot_steps]
     elif len(c.words):
         raise ValueError("a stream needs its chain's settings")
+    mask = _header_mask(b"".join(out))
     out.append(_uvarint(len(c.items)))
     for item, payload in zip(c.items, c.payloads, strict=True):
         if item.size != len(payload) or len(item.checksum) != CHECKSUM_BYTES:
             raise ValueError(f"item {item.name!r}: set its size, then its checksum (item_checksum), before packing")
-        out += [item.record(), item.checksum]
+        out += [item.record(), _xor(item.checksum, mask)]
     out += list(c.payloads)
     out.append(np.asarray(c.words, dtype="<u4").tobytes())
     return b"".join(out)
@@ -250,18 +256,34 @@ def unpack(data: bytes) -> Container:
     if data[2] != VERSION:
         raise ContainerError(f"container format version {data[2]}; this diffbits reads version {VERSION}")
     flags, r = data[3], _Reader(data, 4)
+    if flags & ~(STREAM | KNOTS):
+        raise ContainerError("unknown flags in the header: the file is corrupted")
     chain = None
     if flags & STREAM:
         chain = Chain.read(r)
         if flags & KNOTS:
             chain.knot_steps = [r.uvarint() for _ in range(chain.T)]
+    mask = _header_mask(data[:r.at])
     items = [Item.read(r) for _ in range(r.uvarint())]
+    for item in items:
+        item.checksum = _xor(item.checksum, mask)
     payloads = [r.take(item.size) for item in items]
     rest = len(data) - r.at
     if rest % 4 or (rest and chain is None):
         raise ContainerError("the file's length does not match its header: it is truncated or corrupted")
     words = np.frombuffer(data, dtype="<u4", offset=r.at).astype(np.uint32)
     return Container(chain, items, payloads, words)
+
+
+def _header_mask(header: bytes) -> bytes:
+    """Each item's stored checksum is XORed with a digest of the header before the items (magic,
+    flags, the chain's settings, its knots), so that a corrupted setting the decode happens not to
+    need (a batch size never reached, say) still fails every item's check, at no cost in bytes."""
+    return hashlib.blake2b(header, digest_size=CHECKSUM_BYTES, person=b"dbits-header").digest()
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
 
 def fingerprint_bytes(hexdigest: str) -> bytes:

@@ -333,10 +333,10 @@ def decompress(path: Path, model_or_run, out_dir: Path, progress: bool = False) 
         shape = tuple(model.data_shape)
         model_examples = [sum(examples_per_array(a, shape) for a in it.arrays) if it.codec == "model" else 0
                           for it in c.items]
-        coder = BitsBackCoder(model, T=c.chain.T, resolution=c.chain.resolution, batch=c.chain.batch,
-                              progress=progress, knots=_knots(c.chain))
         layout = {k: getattr(c.chain, k) for k in ("warm", "warm_codec", "warm_bytes", "prefill", "trim", "growth")}
-        try:
+        try:  # a corrupted header can make an impossible chain (knots, T, batch) as well as a bad stream
+            coder = BitsBackCoder(model, T=c.chain.T, resolution=c.chain.resolution, batch=c.chain.batch,
+                                  progress=progress, knots=_knots(c.chain))
             x = coder.decode(c.words, layout, sum(model_examples))
         except (CodingError, ValueError, OverflowError, RuntimeError, IndexError, MemoryError) as err:
             raise ContainerError(f"{path}: the stream does not decode with this model ({err})") from None
