@@ -344,13 +344,11 @@ class BitsBackCoder:
         for _ in range(24):
             pre = np.concatenate([self.prefill(words), warm, [TOP_WORD]]).astype(np.uint32)
             coder = constriction.stream.stack.AnsCoder(pre.copy(), seal=False)
-            ops, info, a, low = _Ops(coder, 1), np.zeros(n), 0, coder.num_words()
-            actual, ideal = dict(ops.actual), dict(ops.ideal)
+            ops, info, a, low = _Ops(coder, 1), np.zeros(n), 0, coder.num_words()  # terms accumulate per attempt
             sizes = batch_sizes(n, m, self.batch, growth)
             with progress(total=n * self.T, desc=f"encode (T={self.T})", unit="ex-step", enabled=self.progress) as bar:
                 for b in sizes:
                     ops.n, ops.info, ops.min_words = b, np.zeros(b), coder.num_words()
-                    ops.actual, ops.ideal = dict.fromkeys(actual, 0.0), dict.fromkeys(ideal, 0.0)
                     try:
                         self._encode_batch(ops, x[m + a:m + a + b], bar)
                     except OutOfRange as e:
@@ -359,9 +357,6 @@ class BitsBackCoder:
                     if ops.min_words < 64:  # too close to the bottom for random-looking bits
                         break
                     info[a:a + b], low = ops.info, min(low, ops.min_words)
-                    for t in actual:
-                        actual[t] += ops.actual[t]
-                        ideal[t] += ops.ideal[t]
                     a += b
             if a >= n:
                 break
@@ -376,7 +371,7 @@ class BitsBackCoder:
         assert np.array_equal(out[:trim], pre[:trim])
         layout = {"warm": m, "warm_codec": codec, "warm_bytes": len(blob), "prefill": words, "trim": trim,
                   "growth": growth}
-        terms = {t: {"actual": actual[t], "ideal": ideal[t]} for t in actual}
+        terms = {t: {"actual": ops.actual[t], "ideal": ops.ideal[t]} for t in ops.actual}
         return out[trim:].copy(), {"layout": layout, "initial_words": words - trim + 1, "warm_words": len(warm),
                                    "info_bits": info, "terms": terms, "batches": sizes}
 
