@@ -34,6 +34,33 @@ def test_an_exported_run_loads_by_name_with_the_same_weights(tmp_path, monkeypat
     assert "tiny" in capsys.readouterr().err  # the error lists what ships
 
 
+def test_a_half_precision_export_is_what_its_card_measures(tmp_path, monkeypatch):
+    """``--weights float16`` halves the network's large tensors, keeps the schedule in float32, and
+    the shipped model computes exactly what the exporter fingerprinted and measured."""
+    cfg = apply_overrides(RunConfig(), ["model.width=16", *TINY[1:]])
+    cfg.train.steps = 2
+    train(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(shipped, "SHIPPED", tmp_path / "models")
+    for w in ("float32", "float16"):
+        assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "models" / w), "--data", "digits",
+                     "--command", "diffbits train", "--weights", w]) == 0
+    full, half = load_run("float32", "cpu"), load_run("float16", "cpu")
+    size = {w: (tmp_path / "models" / w / shipped.WEIGHTS).stat().st_size for w in ("float32", "float16")}
+    assert size["float16"] < 0.6 * size["float32"]
+    card = json.loads((tmp_path / "models" / "float16" / shipped.CARD).read_text())
+    assert card["weights"] == "float16" and card["fingerprint"] == model_fingerprint(*half)
+    assert card["fingerprint"] != model_fingerprint(*full)
+    for k, v in half[1].state_dict().items():
+        ref = full[1].state_dict()[k]
+        assert v.dtype == ref.dtype  # computed in float32
+        if k.startswith("denoiser.") and v.numel() >= 1024:
+            assert torch.equal(v, ref.half().float())
+        else:
+            assert torch.equal(v, ref)  # the schedule and small tensors are untouched
+    x, g = torch.randn(3, 1, 8, 8), torch.full((3,), -2.0)
+    assert torch.allclose(half[1].eps_hat(x, g), full[1].eps_hat(x, g), atol=1e-2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mnist"])  # digits joins when its 60-minute model ships
 def test_a_shipped_model_codes_its_held_out_data_below_its_classical_code(name, tmp_path, capsys):

@@ -22,7 +22,7 @@ from .errors import RunError
 from .grids import FIXED, Grid, fixed_grid
 from .vdm import VDM
 
-__all__ = ["load_run", "resolve_model", "model_fingerprint", "run_grid", "signal_examples", "export", "model_card",
+__all__ = ["load_run", "resolve_model", "model_fingerprint", "run_grid", "signal_examples", "export", "shipped_weights", "model_card",
            "GRID_NAMES", "CONFIG", "METRICS", "GRIDS"]
 
 CONFIG = "config.json"
@@ -142,20 +142,45 @@ def signal_examples(cfg: RunConfig, model, data: str | None, n: int, seed: int) 
     return data_to_signal(ds.x[idx].to(model.schedule.gamma_0.device), cfg.levels, torch.float32)
 
 
-def export(run_dir: Path, out_dir: Path, card_fields: dict) -> Path:
-    """Write the shipped form of ``run_dir`` (config, EMA weights, card) into ``out_dir``."""
+SHIPPED_LIMIT = 5_000_000  # bytes: a shipped model's weights file stays below this
+
+
+def shipped_weights(model, weights: str = "auto") -> dict[str, torch.Tensor]:
+    """The state dict as it will be shipped. ``float16`` stores the network's large tensors
+    (1,024 values or more) in half precision and keeps the schedule and every small tensor in
+    float32; ``auto`` does so only when float32 would pass ``SHIPPED_LIMIT``. The model is set to
+    the stored values (upcast), so that what is measured and fingerprinted is what ships."""
+    if weights not in ("auto", "float32", "float16"):
+        raise ValueError(f"weights must be auto, float32 or float16, got {weights!r}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if weights == "auto":
+        weights = "float16" if sum(v.numel() * v.element_size() for v in state.values()) > SHIPPED_LIMIT else "float32"
+    if weights == "float16":
+        for k, v in state.items():
+            if k.startswith("denoiser.") and v.is_floating_point() and v.numel() >= 1024:
+                half = v.to(torch.float16)
+                if not torch.isfinite(half).all():
+                    raise ValueError(f"{k}: a value is out of float16's range; export with --weights float32")
+                state[k] = half
+        model.load_state_dict(state)  # the model now computes with exactly the shipped values
+    return state
+
+
+def export(out_dir: Path, cfg: RunConfig, model, stored: dict[str, torch.Tensor], card_fields: dict) -> Path:
+    """Write the shipped form of a model (config, the ``stored`` weights from ``shipped_weights``,
+    card) into ``out_dir``."""
     from safetensors.torch import save_file
 
     from .shipped import CARD, WEIGHTS
 
-    cfg, model = load_run(run_dir, "cpu")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(out_dir / CONFIG)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / WEIGHTS))
+    save_file(stored, str(out_dir / WEIGHTS))
+    halves = any(v.dtype == torch.float16 for v in stored.values())
     fields = dict(card_fields, fingerprint=model_fingerprint(cfg, model),
-                  parameters=sum(v.numel() for v in state.values()), shape=list(cfg.shape), levels=cfg.levels)
+                  parameters=sum(v.numel() for v in stored.values()), shape=list(cfg.shape), levels=cfg.levels,
+                  weights="float16" if halves else "float32")
     (out_dir / CARD).write_text(json.dumps(fields, indent=1) + "\n")
     (out_dir / "README.md").write_text(model_card(out_dir.name, fields, cfg))
     return out_dir
@@ -171,7 +196,8 @@ def model_card(name: str, card: dict, cfg: RunConfig) -> str:
              f"- trained with: `{card['command']}`",
              f"- steps: {card['steps']:,}" + (f" in {card['minutes']:.0f} minutes" if card.get("minutes") else ""),
              f"- network: {m.net}, width {m.width}, depth {m.depth}, {card['parameters']:,} parameters "
-             f"(float32 EMA weights, `model.safetensors`)",
+             f"({card.get('weights', 'float32')} EMA weights, `model.safetensors`"
+             + (", large tensors in float16, computed in float32)" if card.get("weights") == "float16" else ")"),
              f"- fingerprint: `{card['fingerprint']}` (files compressed with this model carry its first 48 bits)"]
     if "test_bpd" in card:
         lines.append(f"- held-out bound: {card['test_bpd']:.4f} ± {card['test_stderr']:.4f} bits/dim on "

@@ -43,6 +43,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", required=True, help="what it was trained on, in words")
     p.add_argument("--test", help="held-out data (a --data spec) on which to measure its bound for the card")
     p.add_argument("--command", dest="trained_with", required=True, help="the command that trained it")
+    p.add_argument("--weights", choices=("auto", "float32", "float16"), default="auto",
+                   help="how to store the network's large tensors (auto: float16 only when float32 would pass 5 MB)")
 
 
 def run_compress(a) -> int:
@@ -98,27 +100,28 @@ def run_models(a) -> int:
 
 def run_export(a) -> int:
     from ..checkpoint import CHECKPOINT, load_checkpoint
-    from ..runs import export
+    from ..runs import export, load_run, shipped_weights
 
     fields = {"data": a.data, "command": a.trained_with}
     ck = load_checkpoint(a.run / CHECKPOINT)
     fields["steps"] = int(ck["step"])
     fields["minutes"] = round(float(ck.get("elapsed", 0.0)) / 60, 1)
+    cfg, model = load_run(a.run, "cpu")
+    stored = shipped_weights(model, a.weights)  # the card measures the weights as shipped
     if a.test:
-        import numpy as np
-
         from ..data import load_dataset
         from ..evaluate import evaluate
-        from ..io import levels_dtype
-        from ..runs import load_run
 
-        cfg, model = load_run(a.run, "cpu")
         test = load_dataset(a.test, "test")
         rep = evaluate(model, test, progress=True)
         fields.update(test=a.test, test_examples=len(test), test_bpd=rep["bpd"], test_stderr=rep["stderr"],
                       examples=EXAMPLES)
-    out = export(a.run, a.out, fields)
+    out = export(a.out, cfg, model, stored, fields)
     if a.test:  # a few held-out examples travel with the model, in the data's own dtype (the tests code them)
+        import numpy as np
+
+        from ..io import levels_dtype
+
         x = test.x[:EXAMPLE_COUNT].numpy()
         x = x[:, 0] if x.ndim == 4 and x.shape[1] == 1 else x
         np.save(out / EXAMPLES, x.astype(levels_dtype(cfg.levels, cfg.dtype)))
