@@ -1,14 +1,16 @@
 """Compression benchmark: our bits-back codec against PNG, WebP and JPEG-XL lossless.
 
-On the digits test split and on the last 1,000 images of ``mnist10k`` (with the shipped model of
-that name, else the run of ``benchmarks/likelihood.py``), ``diffbits compress`` at ``--T``, the
-test images in one ``.npy``: the file's bits/dim (every byte), the chain's own rate beside the
+On the digits test split, the last 1,000 images of ``mnist10k`` (with the shipped model of that
+name, else the run of ``benchmarks/likelihood.py``) and the recipe panel's 256 held-out RGB photo
+patches (with ``--model RUN``, e.g. an 8-minute no-flag run on the panel's training patches),
+``diffbits compress`` at ``--T``, the test images in one ``.npy``: the file's bits/dim (every byte), the chain's own rate beside the
 bound at the same T on the same images, per-term actual against ideal bits, encode (with its
 verifying decode) and decode time; ``--single`` images one per PNG file against JPEG-XL's file
 for the same image; beside the image codecs per image and as one mosaic. Appends the tables to
 ``benchmarks/RESULTS.md``.
 
     python benchmarks/compression.py [--datasets digits,mnist] [--model NAME|RUN] [--T 100] [--n 0]
+    python benchmarks/compression.py --datasets photos --model RUN
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from likelihood import codec_rows, datasets  # noqa: E402
+from likelihood import datasets  # noqa: E402
+from recipe import DATA, build_photos, image_codecs  # noqa: E402
 from report import append_results, header  # noqa: E402
 
 from PIL import Image  # noqa: E402
@@ -36,13 +39,21 @@ from diffbits.data import load_dataset  # noqa: E402
 RUNS = HERE / ".cache" / "likelihood"
 
 
+def all_datasets(mnist: str) -> dict:
+    """name -> (train spec, test spec, test split, description): likelihood.py's and the photo patches."""
+    train, test, split = build_photos(DATA / "photos")
+    return {**datasets(mnist), "photos": (train, test, split, "16x16 RGB patches of scikit-image's photos, "
+                                          "256 levels; the recipe panel's 256 held-out patches")}
+
+
 def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: int,
         grid: str = "auto") -> tuple[str, str]:
-    _, test_spec, split, desc = datasets(mnist)[name]
+    _, test_spec, split, desc = all_datasets(mnist)[name]
     test = load_dataset(test_spec, split)
     if n:
         test = dataclasses.replace(test, x=test.x[:n])
-    images = test.x[:, 0].numpy().astype(np.uint8)
+    images = test.x.numpy().astype(np.uint8)  # (N, H, W) gray or (N, 3, H, W) RGB, the integers the model sees
+    images = images[:, 0] if images.shape[1] == 1 else images
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / f"{name}.npy", Path(tmp) / f"{name}.dbits"
         np.save(src, images)
@@ -53,9 +64,10 @@ def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: in
         assert np.array_equal(np.load(back[0]), images), "round trip failed"
         singles = []  # one image per file, each a PNG: the file against JPEG-XL's for the same image
         for i in range(min(single, len(images))):
-            Image.fromarray(images[i]).save(Path(tmp) / f"one{i}.png")
+            pixels = images[i] if images.ndim == 3 else np.ascontiguousarray(images[i].transpose(1, 2, 0))
+            Image.fromarray(pixels).save(Path(tmp) / f"one{i}.png")
             r = compress(run, [Path(tmp) / f"one{i}.png"], Path(tmp) / f"one{i}.dbits", T=T, draws=1, grid=grid)
-            jxl = len(classical.encode_image(images[i]).get("jpegxl", b"")) or None
+            jxl = len(classical.encode_image(pixels).get("jpegxl", b"")) or None
             singles.append((r["total"]["bytes"], jxl, r["items"][0]["stored"]))
     t = rep["total"]
     rows = [f"**{name}** ({desc}; {len(images)} test images in one .npy, T = {T}, {t['grid']} steps (--grid {grid}), "
@@ -70,7 +82,7 @@ def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: in
             f"{', every step' if draws == T else ''}) | {t['chain_bound_bpd']:.4f} | {t['bpd'] / t['chain_bound_bpd']:.3f} |",
             f"| the model's bound at T = {T} on all {len(images)} images | {t['bound_bpd']:.4f} "
             f"| {t['bpd'] / t['bound_bpd']:.3f} |"]
-    for r in codec_rows(test):
+    for r in image_codecs(test, DATA):
         rows.append(f"| {r['method']} | {r['bpd']:.4f} | {t['bpd'] / r['bpd']:.3f} |")
     notes = [f"- file ÷ bound (all images): {t['bpd'] / t['bound_bpd']:.4f}" if t["model_items"] else
              "- every image was stored classically"]
@@ -88,7 +100,7 @@ def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: in
                      f"bytes, {8 * np.mean([b for b, _, _ in singles]) / images[0].size:.4f} bits/dim; largest excess "
                      f"over JPEG-XL's file for the same image {max(over, default=0):+d} bytes; stored by the model in "
                      f"{sum(s == 'model' for _, _, s in singles)} of them")
-    return "\n".join(rows + [""] + notes), f"{name}: file {t['bpd']:.4f}, bound {t['bound_bpd']:.4f}"
+    return "\n".join(rows + [""] + notes), f"{name}: file {t['bpd']:.4f}, bound {t.get('bound_bpd', float('nan')):.4f}"
 
 
 def main(argv=None) -> int:
@@ -110,6 +122,10 @@ def main(argv=None) -> int:
         if not isinstance(run, str) and not (run / "checkpoint.pt").exists():
             print(f"compression.py: no shipped model {name!r} and no trained run at {run}; "
                   f"run benchmarks/likelihood.py --datasets {name} first, or pass --model", file=sys.stderr)
+            return 2
+        if name == "photos" and isinstance(run, Path) and not a.model:
+            print("compression.py: the photo patches need --model RUN (e.g. diffbits train --data "
+                  f"{DATA / 'photos' / 'train.npz'} --minutes 8)", file=sys.stderr)
             return 2
         text, line = one(name, run, a.T, a.n, a.mnist, a.draws or a.T, a.single, a.grid)
         print(text, flush=True)
