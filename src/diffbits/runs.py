@@ -28,7 +28,7 @@ __all__ = ["load_run", "resolve_model", "model_fingerprint", "run_grid", "signal
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 GRIDS = "grids"
-GRID_NAMES = (*FIXED, "score-optimal", "wasserstein")
+GRID_NAMES = (*FIXED, "score-optimal", "solver-aware", "wasserstein")
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[RunConfig, VDM]:
@@ -76,11 +76,13 @@ def model_fingerprint(cfg: RunConfig, model) -> str:
 
 
 def run_grid(run_dir: str | Path, cfg: RunConfig, model, name: str, steps: int, data: str | None = None,
-             variant: str = "corrector", seed: int = 0, progress: bool = False) -> Grid:
+             variant: str = "corrector", seed: int = 0, progress: bool = False, sampler: str | None = None) -> Grid:
     """The ``steps``-step sampling grid ``name`` for the run's model: a ``GRID.json`` file, a fixed
     grid (``grids.FIXED``), ``score-optimal`` (its probe costs are estimated once per weights, on
-    ``data`` or the run's training data, kept in ``RUN/grids/`` and shared by every step count) or
-    ``wasserstein`` (blur models). Computed grids are written to ``RUN/grids/NAME-STEPS.json``."""
+    ``data`` or the run's training data, kept in ``RUN/grids/`` and shared by every step count),
+    ``solver-aware`` (for ``sampler``, seeded with the score-optimal and fixed grids; kept per
+    weights as ``RUN/grids/solver-aware-SAMPLER-STEPS.json``) or ``wasserstein`` (blur models).
+    Computed grids are written to ``RUN/grids/NAME-STEPS.json``."""
     if name.endswith(".json"):
         return Grid.load(name)
     if steps < 1:
@@ -97,6 +99,8 @@ def run_grid(run_dir: str | Path, cfg: RunConfig, model, name: str, steps: int, 
     folder = Path(run_dir) / GRIDS
     folder.mkdir(exist_ok=True)
     key = model_fingerprint(cfg, model)
+    if name == "solver-aware":
+        return _solver_aware(run_dir, cfg, model, key, sampler, steps, data, seed, progress)
     if name == "wasserstein":
         from .soft import wasserstein_grid
 
@@ -116,6 +120,33 @@ def run_grid(run_dir: str | Path, cfg: RunConfig, model, name: str, steps: int, 
         name = f"score-optimal-{variant}"
     grid.info["model"] = key
     grid.save(folder / f"{name}-{steps}.json")
+    return grid
+
+
+def _solver_aware(run_dir, cfg, model, key: str, sampler: str | None, steps: int, data, seed: int,
+                  progress: bool) -> Grid:
+    """The cached solver-aware grid for these weights, or a new one (``solver_aware.py``)."""
+    from .data import DataError
+    from .solver_aware import SOLVERS, solver_aware
+
+    if sampler not in SOLVERS:
+        raise ValueError(f"a solver-aware grid is made for one solver: name it with --sampler "
+                         f"{' | '.join(SOLVERS)} (got {sampler or 'none'})")
+    path = Path(run_dir) / GRIDS / f"solver-aware-{sampler}-{steps}.json"
+    if path.exists():
+        cached = Grid.load(path)
+        if cached.info.get("model") == key:
+            return cached
+    seeds = {}  # beside the fixed grids, which solver_aware always tries
+    try:
+        seeds["score-optimal"] = run_grid(run_dir, cfg, model, "score-optimal", steps, data, seed=seed,
+                                          progress=progress).gamma
+    except (DataError, OSError) as e:  # no data to estimate costs on: the fixed grids alone
+        print(f"solver-aware: no score-optimal seed ({e})")
+    gen = torch.Generator(model.schedule.gamma_0.device).manual_seed(seed + 1)
+    grid = solver_aware(model, sampler, steps, seeds=seeds, generator=gen, progress=progress)
+    grid.info["model"] = key
+    grid.save(path)
     return grid
 
 

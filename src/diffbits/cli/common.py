@@ -39,7 +39,8 @@ def add_grid(p, steps: int = 250, sampler_help: str = "ancestral | ddim | heun |
     p.add_argument("--sampler", help=sampler_help + " (default: ancestral; blur models: momentum)")
     p.add_argument("--grid", default=None,
                    help="the noise levels to visit: uniform-t | uniform-logsnr | edm | cosine | score-optimal "
-                        "(estimated from the model, cached in the run) | wasserstein (blur models) | GRID.json "
+                        "(estimated from the model, cached in the run) | solver-aware (fitted to --sampler, "
+                        "cached in the run) | wasserstein (blur models) | GRID.json "
                         "(from `diffbits grid`); default: uniform-t")
     p.add_argument("--schedule", dest="schedule", default=None, help=argparse.SUPPRESS)  # deprecated name of --grid
     p.add_argument("--steps", type=int, default=steps, help="steps of the grid over the model's whole noise range")

@@ -91,7 +91,7 @@ def run_denoise(a) -> int:
     draws = max(1, a.samples)
     if a.samples:  # draw-major: every input once per draw
         gen = torch.Generator().manual_seed(a.seed)
-        grid = run_grid(a.run, cfg, model, grid_name(a), a.steps, progress=True)
+        grid = run_grid(a.run, cfg, model, grid_name(a), a.steps, progress=True, sampler=a.sampler)
         x = posterior_samples(model, y.repeat(a.samples, *[1] * (y.dim() - 1)), a.noise_sigma, sampler=a.sampler or "ancestral",
                               grid=grid, generator=gen, progress=True,
                               cond=None if cond is None else cond.repeat(a.samples), guidance=a.guidance).cpu()
@@ -124,7 +124,7 @@ def run_inpaint(a) -> int:
     rep = (a.n, *[1] * (x.dim() - 1))  # draw-major: every input once per draw
     x, mask = x.repeat(rep), mask.repeat(rep) if len(mask) > 1 else mask
     cond = None if cond is None else cond.repeat(a.n)
-    grid = run_grid(a.run, cfg, model, grid_name(a), a.steps, progress=True)
+    grid = run_grid(a.run, cfg, model, grid_name(a), a.steps, progress=True, sampler=a.sampler)
     gen = torch.Generator().manual_seed(a.seed)
     out = inpaint(model, x, mask, sampler=a.sampler or "ancestral", grid=grid, resample=a.resample, generator=gen,
                   progress=True, cond=cond, guidance=a.guidance)

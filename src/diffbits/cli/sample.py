@@ -25,13 +25,17 @@ def add_parsers(sub) -> None:
                    help="classifier-free guidance w: eps_u + w (eps_c - eps_u); 1 conditional, 0 unconditional")
     add_device(p)
 
-    p = command(sub, "grid", run_grid_command, "choose a sampling grid: score-optimal or a fixed one",
+    p = command(sub, "grid", run_grid_command, "choose a sampling grid: score-optimal, solver-aware or a fixed one",
                 "Write the noise levels an N-step sampler visits (times and gammas, noisiest first) to a JSON file\n"
-                "that `sample --grid FILE.json` takes. `sample --grid score-optimal` does the same inline.",
+                "that `sample --grid FILE.json` takes. `sample --grid score-optimal` (or solver-aware) does the\n"
+                "same inline. solver-aware fits the grid to one solver (--sampler ddim | heun | dpmpp2m): the\n"
+                "grid whose samples land nearest a fine reference solution from the same noises.",
                 aliases=["schedule"])
     p.add_argument("run", type=Path, help="a run directory")
     p.add_argument("--method", default="score-optimal",
-                   help="score-optimal | uniform-t | uniform-logsnr | edm | cosine | wasserstein (blur models)")
+                   help="score-optimal | solver-aware | uniform-t | uniform-logsnr | edm | cosine | wasserstein "
+                        "(blur models)")
+    p.add_argument("--sampler", help="solver-aware: the solver that will walk the grid (ddim | heun | dpmpp2m)")
     p.add_argument("--steps", type=int, default=10, help="steps of the grid")
     p.add_argument("-o", "--out", type=Path, required=True, help="GRID.json: times and gammas, noisiest first")
     p.add_argument("--plot", type=Path, help="PNG: the grid beside the fixed grids (and its costs)")
@@ -63,7 +67,7 @@ def run_sample(a) -> int:
     cfg, model = load_run(a.run, a.device)
     if a.out is not None:
         samples_meta(a.out, cfg.shape, cfg.levels, cfg.dtype)  # a wrong suffix fails before sampling
-    grid = run_grid(a.run, cfg, model, grid_name(a), a.steps, progress=True)
+    grid = run_grid(a.run, cfg, model, grid_name(a), a.steps, progress=True, sampler=a.sampler)
     gen = torch.Generator().manual_seed(a.seed)
     sampler = a.sampler or ("momentum" if cfg.model.process == "blur" else "ancestral")
     cond, cols, n = class_labels(cfg, a.classes, a.guidance, a.run), None, a.n
@@ -89,7 +93,14 @@ def run_grid_command(a) -> int:
     if a.cmd == "schedule":
         warn("`diffbits schedule` is deprecated (it makes a sampling grid, not a noise schedule); use `diffbits grid`")
     cfg, model = load_run(a.run, a.device)
-    grid = run_grid(a.run, cfg, model, a.method, a.steps, data=a.data, variant=a.variant, seed=a.seed, progress=True)
+    grid = run_grid(a.run, cfg, model, a.method, a.steps, data=a.data, variant=a.variant, seed=a.seed, progress=True,
+                    sampler=a.sampler)
+    if a.method == "solver-aware":
+        i = grid.info
+        print(f"{a.sampler}, {a.steps} steps: RMS error {i['error']:.4g} against a {i['lattice']}-level reference "
+              f"({i['examples']} noises; started from the {i['start']} grid: "
+              + ", ".join(f"{k} {v:.4g}" for k, v in i["candidate_errors"].items())
+              + f"); {i['network_calls']:,} network calls of {i['rows_per_call']} rows, {i['seconds']:.1f} s")
     if a.method == "wasserstein":
         print(f"W2 length of the path: {grid.info['total_w2_length']:.3g}, "
               f"{grid.info['total_w2_length'] / a.steps:.3g} per step")

@@ -1,0 +1,300 @@
+"""Solver-aware step grids: the N-step grid that minimises one solver's own error (docs/samplers.md §4).
+
+The score-optimal cost (``score_optimal.py``) knows nothing of the solver that walks the grid.
+Here the solver's error is measured, against a fine solution of the probability-flow ODE from
+the same starting noises (Align Your Steps, Sabour et al. 2024, chooses grids the same way):
+
+1. ``reference``: DPM-Solver++(2M) on a fine grid through a lattice of ``L`` levels uniform in
+   gamma (``substeps`` steps per lattice interval), from ``B`` starting noises. It keeps the
+   state ``z_l`` and the noise prediction ``eps_l`` at every lattice level.
+2. ``local_errors``: the RMS error of one solver step from the reference state at level ``i``
+   to level ``j``, against the reference state there. DDIM and DPM-Solver++(2M) steps are linear
+   in ``z_i``, ``x0_i`` (and the previous ``x0_p``), so one Gram matrix of the reference states
+   gives every error with no network call; Heun needs one call per pair ``(i, j)`` within
+   ``span`` lattice intervals.
+3. ``best_path``: dynamic programming for the N-step path from the noisiest level to the last
+   with the least summed local error (a multistep solver's state is the pair (previous,
+   current): ``O(N L^3)``).
+4. ``refine``: the best of the DP path, the fixed grids and any seeds (score-optimal), solved for real
+   from the same noises, is refined by coordinate descent on its true final error.
+
+Errors are RMS per coordinate: of ``z`` for a step, of the signal ``z / alpha`` at the end.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .grids import FIXED, Grid, fixed_grid, gamma_of, gamma_to_t
+from .progress import progress as progress_bar
+from .samplers import EpsFn, dpmpp_2m, get_sampler
+from .schedules import alpha_sigma
+from .tensors import randn_like
+
+__all__ = ["SOLVERS", "MULTISTEP", "Reference", "reference", "local_errors", "best_path", "path_cost",
+           "global_error", "refine", "solver_aware"]
+
+SOLVERS = ("ddim", "heun", "dpmpp2m")  # deterministic: an error against the reference means something
+MULTISTEP = {"ddim": False, "heun": False, "dpmpp2m": True}
+LATTICE, SUBSTEPS, EXAMPLES = 64, 3, 16
+
+
+@dataclass
+class Reference:
+    """A fine ODE solution from ``z[0]``: states ``z`` (L, B, ...) and noise predictions ``eps``
+    (L - 1, B, ...) at the lattice levels ``gamma`` (L,), decreasing; ``x_end`` the final signal."""
+
+    gamma: Tensor
+    z: Tensor
+    eps: Tensor
+    x_end: Tensor
+    evals: int  # network calls (each of B rows) it took
+
+    @property
+    def levels(self) -> int:
+        return len(self.gamma)
+
+
+def _rms(v: Tensor) -> float:
+    return float(v.double().pow(2).mean().sqrt())
+
+
+def _signal(z: Tensor, gamma) -> Tensor:
+    return z / alpha_sigma(torch.as_tensor(gamma, dtype=z.dtype))[0]
+
+
+@torch.no_grad()
+def reference(eps_fn: EpsFn, gamma_hi: float, gamma_lo: float, z: Tensor, levels: int = LATTICE,
+              substeps: int = SUBSTEPS, progress: bool = False) -> Reference:
+    """Solve from noise ``z`` at ``gamma_hi`` to ``gamma_lo`` with DPM-Solver++(2M) on
+    ``(levels - 1) * substeps`` steps uniform in gamma, keeping the lattice levels (every
+    ``substeps``-th)."""
+    if levels < 3 or substeps < 1:
+        raise ValueError(f"the lattice needs at least 3 levels and 1 substep, got {levels} and {substeps}")
+    lattice = torch.linspace(gamma_hi, gamma_lo, levels, dtype=torch.float64)
+    fine = torch.linspace(gamma_hi, gamma_lo, (levels - 1) * substeps + 1, dtype=torch.float64)
+    fine[::substeps] = lattice  # exactly the lattice levels
+    zs, eps = [z], []
+
+    def recording(zz, g):
+        eps.append(eps_fn(zz, g))
+        return eps[-1]
+
+    def keep(i, zz):
+        if (i + 1) % substeps == 0:
+            zs.append(zz)
+
+    z_end = dpmpp_2m(recording, z, fine.to(z.dtype), progress=progress, callback=keep)
+    eps = eps[::substeps]  # the predictions at the lattice levels (the fine steps' starting points)
+    return Reference(lattice, torch.stack(zs), torch.stack(eps), _signal(z_end, lattice[-1]), len(fine) - 1)
+
+
+def _gram(ref: Reference) -> np.ndarray:
+    """Mean over rows and coordinates of the inner products of the states ``z_l`` (indices
+    ``0..L-1``) and data predictions ``x0_l = (z_l - sigma_l eps_l) / alpha_l`` (``L..2L-2``)."""
+    g = ref.gamma.view(-1, *(1,) * (ref.z.dim() - 1))
+    alpha, sigma = alpha_sigma(g)
+    z = ref.z.double().flatten(2)  # (L, B, D)
+    x0 = ((ref.z[:-1].double() - sigma[:-1] * ref.eps.double()) / alpha[:-1]).flatten(2)
+    v = torch.cat([z, x0]).transpose(0, 1)  # (B, 2L - 1, D)
+    return (v @ v.transpose(1, 2)).mean(0).div(v.shape[-1]).numpy()
+
+
+def _linear_errors(ref: Reference, multistep: bool) -> np.ndarray:
+    """RMS errors of the steps ``z_j ~ a z_i + b x0_i + c x0_p`` from the Gram matrix: first-order
+    (DDIM = DPM-Solver-1) ``E[i, j]``, or DPM-Solver++(2M) ``E[p, i, j]`` (infinite off ``p < i < j``)."""
+    G, L = _gram(ref), ref.levels
+    gam = ref.gamma.numpy()
+    alpha, sigma = np.sqrt(1 / (1 + np.exp(gam))), np.sqrt(1 / (1 + np.exp(-gam)))
+    if multistep:
+        p, i, j = np.meshgrid(np.arange(L), np.arange(L), np.arange(L), indexing="ij")
+        valid = (p < i) & (i < j)
+    else:
+        i, j = np.meshgrid(np.arange(L), np.arange(L), indexing="ij")
+        p, valid = i, i < j
+    i_, j_, p_ = np.where(valid, i, 0), np.where(valid, j, 1), np.where(valid, p, 0)
+    i_ = np.minimum(i_, L - 2)
+    h = (gam[i_] - gam[j_]) / 2  # DPM-Solver's step in lambda = -gamma / 2
+    em = np.expm1(-h)
+    a = sigma[j_] / sigma[i_]
+    if multistep:  # (Lu et al. 2022, Alg. 2): x0_d = (1 + 1/2r) x0_i - 1/2r x0_p, r = h_prev / h
+        with np.errstate(divide="ignore", invalid="ignore"):
+            half_r = np.where(valid, h / (gam[p_] - gam[i_]), 0.0)  # 1 / (2 r) = h / (2 h_prev)
+        b, c = -alpha[j_] * em * (1 + half_r), alpha[j_] * em * half_r
+    else:
+        b, c = -alpha[j_] * em, np.zeros_like(em)
+    Z, X = lambda k: k, lambda k: L + np.minimum(k, L - 2)
+    terms = [(a, Z(i_), a, Z(i_)), (b, X(i_), b, X(i_)), (c, X(p_), c, X(p_)), (1.0, Z(j_), 1.0, Z(j_)),
+             (2 * a, Z(i_), b, X(i_)), (2 * a, Z(i_), c, X(p_)), (-2 * a, Z(i_), 1.0, Z(j_)),
+             (2 * b, X(i_), c, X(p_)), (-2 * b, X(i_), 1.0, Z(j_)), (-2 * c, X(p_), 1.0, Z(j_))]
+    sq = sum(u * w * G[m, n] for u, m, w, n in terms)
+    return np.where(valid, np.sqrt(np.clip(sq, 0.0, None)), np.inf)
+
+
+@torch.no_grad()
+def _heun_errors(eps_fn: EpsFn, ref: Reference, span: int, progress: bool) -> tuple[np.ndarray, int]:
+    """RMS errors ``E[i, j]`` of one Heun step (one network call per pair), ``j - i <= span``."""
+    L, gam = ref.levels, ref.gamma
+    E, calls = np.full((L, L), np.inf), 0
+    for i in progress_bar(range(L - 1), desc="heun local errors", enabled=progress):
+        js = torch.arange(i + 1, min(i + span, L - 1) + 1)
+        k, B = len(js), ref.z.shape[1]
+        alpha_i, _ = alpha_sigma(gam[i])
+        x_i, d_i = ref.z[i] / float(alpha_i), ref.eps[i]
+        s_i, s_j = math.exp(float(gam[i]) / 2), (gam[js] / 2).exp()
+        shape = (k,) + (1,) * ref.z[i].dim()
+        ds = (s_j - s_i).view(shape).to(x_i.dtype)
+        alpha_j = alpha_sigma(gam[js])[0].view(shape).to(x_i.dtype)
+        x_euler = x_i + ds * d_i  # (k, B, ...)
+        d_j = eps_fn((alpha_j * x_euler).flatten(0, 1), gam[js].repeat_interleave(B).to(x_i.dtype))
+        z_hat = alpha_j * (x_i + ds * (d_i + d_j.view_as(x_euler)) / 2)
+        err = (z_hat - ref.z[js]).double().flatten(1).pow(2).mean(1).sqrt()
+        E[i, js.numpy()] = err.numpy()
+        calls += 1
+    return E, calls
+
+
+def local_errors(ref: Reference, solver: str, eps_fn: EpsFn | None = None, span: int | None = None,
+                 progress: bool = False) -> np.ndarray:
+    """The solver's one-step errors from the reference: ``E[i, j]`` (single-step solvers) or
+    ``E[p, i, j]`` (DPM-Solver++(2M), whose first step is ``E1[0, j]``: see ``best_path``)."""
+    _check(solver)
+    if solver == "heun":
+        if eps_fn is None:
+            raise ValueError("heun's local errors need the network (eps_fn)")
+        return _heun_errors(eps_fn, ref, span or ref.levels, progress)[0]
+    return _linear_errors(ref, MULTISTEP[solver])
+
+
+def path_cost(path: list[int], errors: np.ndarray, first: np.ndarray | None = None) -> float:
+    """Summed local error along lattice indices ``path``; a multistep solver's ``errors`` are
+    ``E[p, i, j]`` and its first step costs ``first[i, j]``."""
+    if errors.ndim == 2:
+        return float(sum(errors[a, b] for a, b in zip(path, path[1:])))
+    cost = float(first[path[0], path[1]])
+    return cost + float(sum(errors[p, i, j] for p, i, j in zip(path, path[1:], path[2:])))
+
+
+def best_path(errors: np.ndarray, steps: int, first: np.ndarray | None = None) -> tuple[list[int], float]:
+    """The ``steps``-step path of lattice indices ``0 -> L-1`` with the least ``path_cost``,
+    by dynamic programming: ``C_k[j] = min_i C_{k-1}[i] + E[i, j]``, or for a multistep solver
+    over pairs, ``C_k[i, j] = min_p C_{k-1}[p, i] + E[p, i, j]`` with ``C_1[0, j] = first[0, j]``."""
+    L = errors.shape[-1]
+    if not 1 <= steps <= L - 1:
+        raise ValueError(f"{steps} steps do not fit a lattice of {L} levels")
+    idx = np.arange(L)
+    forward = idx[:, None] < idx[None, :]  # a step goes to a lower level: i < j
+    back = []
+    if errors.ndim == 2:
+        errors = np.where(forward, errors, np.inf)
+        cost = np.full(L, np.inf)
+        cost[0] = 0.0
+        for _ in range(steps):
+            total = cost[:, None] + errors  # (i, j)
+            back.append(total.argmin(0))
+            cost = total.min(0)
+        path = [L - 1]
+        for arg in reversed(back):
+            path.append(int(arg[path[-1]]))
+        return path[::-1], float(cost[-1])
+    if first is None:
+        raise ValueError("a multistep solver's path needs its first-step errors")
+    if steps == 1:
+        return [0, L - 1], float(first[0, L - 1])
+    errors = np.where(forward[:, :, None] & forward[None, :, :], errors, np.inf)  # p < i < j
+    cost = np.full((L, L), np.inf)
+    cost[0] = np.where(forward[0], first[0], np.inf)
+    for _ in range(steps - 1):
+        total = cost[:, :, None] + errors  # (p, i, j)
+        back.append(total.argmin(0))
+        cost = total.min(0)
+    i = int(cost[:, -1].argmin())
+    path = [i, L - 1]
+    for arg in reversed(back):
+        path.insert(0, int(arg[path[0], path[1]]))
+    return path, float(cost[i, -1])
+
+
+@torch.no_grad()
+def global_error(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor) -> float:
+    """RMS error of the final signal when ``solver`` walks ``gammas`` from the reference's noises."""
+    z = get_sampler(solver)(eps_fn, ref.z[0], gammas.to(ref.z.dtype))
+    return _rms(_signal(z, gammas[-1]) - ref.x_end)
+
+
+def refine(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, sweeps: int = 3,
+           error: float | None = None, progress: bool = False) -> tuple[Tensor, float, int]:
+    """Coordinate descent on the true error: each interior level in turn tries moving a share
+    ``1/2, 1/4, ...`` (one per sweep) of the way to either neighbour, keeping any move that lowers
+    ``global_error``. Returns ``(gammas, error, solves)``."""
+    g = gammas.double().clone()
+    best = global_error(eps_fn, ref, solver, g) if error is None else error
+    solves = int(error is None)
+    moves = [(s, m, d) for s in range(sweeps) for m in range(1, len(g) - 1) for d in (-1, 1)]
+    for s, m, d in progress_bar(moves, desc=f"refine ({solver})", enabled=progress):
+        share = 0.5 ** (s + 1)
+        trial = g.clone()
+        trial[m] = g[m] + share * (g[m - 1] - g[m] if d > 0 else g[m + 1] - g[m])
+        e = global_error(eps_fn, ref, solver, trial)
+        solves += 1
+        if e < best:
+            g, best = trial, e
+    return g, best, solves
+
+
+def _check(solver: str) -> None:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver-aware grids are for the deterministic solvers {', '.join(SOLVERS)}, not {solver!r} "
+                         "(an ancestral sampler draws fresh noise: it has no single trajectory to match)")
+
+
+def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | None = None,
+                 examples: int = EXAMPLES, levels: int = LATTICE, substeps: int = SUBSTEPS, span: int | None = None,
+                 sweeps: int = 3, generator: torch.Generator | None = None, progress: bool = False,
+                 eps_fn: Callable | None = None) -> Grid:
+    """The ``steps``-step grid for ``solver`` on ``model`` (its ``schedule`` and ``eps_hat``):
+    reference, local errors, DP, then ``refine`` from the best of the DP path, the fixed grids
+    (``grids.FIXED``) and ``seeds`` (name -> decreasing gammas over the model's range, e.g. the
+    score-optimal grid). ``info``
+    records each candidate's true error, the chosen one, the network calls and the seconds."""
+    _check(solver)
+    tic = time.perf_counter()
+    eps_fn = eps_fn or model.eps_hat
+    g_lo, g_hi = (float(v) for v in gamma_of(model.schedule, torch.tensor([0.0, 1.0])))
+    dev = model.schedule.gamma_0.device
+    z = randn_like(torch.empty((examples,) + tuple(model.data_shape), device=dev), generator)
+    ref = reference(eps_fn, g_hi, g_lo, z, levels, substeps, progress)
+    calls = ref.evals
+    if solver == "heun":
+        steps_span = span or min(levels - 1, max(4, math.ceil(3 * (levels - 1) / steps)))
+        E, extra = _heun_errors(eps_fn, ref, steps_span, progress)
+        calls, first = calls + extra, None
+    else:
+        E = _linear_errors(ref, MULTISTEP[solver])
+        first = _linear_errors(ref, False) if MULTISTEP[solver] else None
+    path, dp_cost = best_path(E, steps, first)
+    fixed = {name: fixed_grid(name, model.schedule, steps).gamma for name in FIXED}
+    candidates = {"dynamic programme": ref.gamma[path]}
+    for name, g in {**fixed, **(seeds or {})}.items():
+        if len(g) == steps + 1:
+            g = g.double().clone()
+            g[0], g[-1] = g_hi, g_lo
+            candidates[name] = g
+    errors = {name: global_error(eps_fn, ref, solver, g) for name, g in candidates.items()}
+    start = min(errors, key=errors.get)
+    gammas, err, solves = refine(eps_fn, ref, solver, candidates[start], sweeps, errors[start], progress)
+    per_solve = 2 * steps if solver == "heun" else steps
+    calls += (len(candidates) + solves) * per_solve
+    t = gamma_to_t(model.schedule, gammas)
+    t[0], t[-1] = 1.0, 0.0
+    grid = Grid(t, gammas, f"solver-aware ({solver})")
+    grid.info.update(sampler=solver, error=err, start=start, candidate_errors=errors, dp_cost=dp_cost,
+                     lattice=levels, substeps=substeps, examples=examples, network_calls=calls,
+                     rows_per_call=examples, seconds=time.perf_counter() - tic)
+    return grid

@@ -1,0 +1,136 @@
+"""Solver-aware grids (solver_aware.py): the closed-form local errors are the samplers' own steps,
+the dynamic programme is exact, and on Gaussian data (exact denoiser, exact flow) the fitted
+grid is no worse than the score-optimal one on fresh noise."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from diffbits.grids import FIXED, fixed_grid
+from diffbits.samplers import SAMPLERS, dpmpp_2m
+from diffbits.score_optimal import score_optimal
+from diffbits.solver_aware import best_path, global_error, local_errors, path_cost, reference, solver_aware
+
+from .test_sampling import S_DATA, SCHED, GaussianModel, exact_flow
+
+G_HI, G_LO = float(SCHED.gamma_1), float(SCHED.gamma_0)
+
+
+class Gaussian16(GaussianModel):
+    data_shape = (16,)
+
+    def __init__(self):
+        super().__init__(SCHED)
+
+
+MODEL = Gaussian16()
+EPS = MODEL.eps_hat
+
+
+def rms(v):
+    return float(v.double().pow(2).mean().sqrt())
+
+
+@pytest.fixture(scope="module")
+def ref():
+    z = torch.randn(8, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return reference(EPS, G_HI, G_LO, z, levels=9, substeps=4)
+
+
+def test_the_reference_converges_to_the_flow_at_second_order(ref):
+    alpha_lo = float(torch.sigmoid(torch.tensor(-G_LO, dtype=torch.float64)).sqrt())
+    target = exact_flow(ref.z[0], G_HI, G_LO) / alpha_lo
+    fine = reference(EPS, G_HI, G_LO, ref.z[0], levels=9, substeps=16)
+    coarse_err, fine_err = rms(ref.x_end - target), rms(fine.x_end - target)
+    assert fine_err < coarse_err / 10 and fine_err < 5e-4 * rms(target)  # 4x the steps: about 16x less error
+    for level, g in enumerate(fine.gamma.tolist()):  # every kept state lies on the flow
+        assert rms(fine.z[level] - exact_flow(ref.z[0], G_HI, g)) < 5e-4
+
+
+@pytest.mark.parametrize("solver", ["ddim", "heun"])
+def test_single_step_errors_are_the_samplers_own_steps(ref, solver):
+    E = local_errors(ref, solver, EPS)
+    for i, j in [(0, 1), (0, 8), (2, 5), (7, 8)]:
+        z = SAMPLERS[solver](EPS, ref.z[i], ref.gamma[[i, j]])
+        assert E[i, j] == pytest.approx(rms(z - ref.z[j]), rel=1e-6, abs=1e-12)
+    assert np.isinf(E[3, 3]) and np.isinf(E[5, 2])
+
+
+def test_multistep_errors_are_dpmpp_2m_steps_from_the_reference(ref):
+    """DPM-Solver++(2M)'s second step from the reference state, its history from the one before."""
+    E = local_errors(ref, "dpmpp2m")
+    for p, i, j in [(0, 1, 2), (0, 3, 8), (2, 4, 5), (1, 6, 8)]:
+        back_on_reference = lambda k, z, i=i: ref.z[i] if k == 0 else None  # noqa: E731
+        z = dpmpp_2m(EPS, ref.z[p], ref.gamma[[p, i, j]], callback=back_on_reference)
+        assert E[p, i, j] == pytest.approx(rms(z - ref.z[j]), rel=1e-6, abs=1e-12)
+    assert np.isinf(E[2, 1, 5]) and np.isinf(E[1, 4, 4])
+
+
+@pytest.mark.parametrize("multistep", [False, True])
+def test_the_dynamic_programme_equals_brute_force(multistep):
+    L, rng = 8, np.random.default_rng(3)
+    first = np.triu(rng.random((L, L)), 1)
+    first[first == 0] = np.inf
+    E = rng.random((L, L, L)) if multistep else first
+    for steps in range(1, L):
+        paths = [[0, *mid, L - 1] for mid in itertools.combinations(range(1, L - 1), steps - 1)]
+        brute = min(path_cost(p, E, first) for p in paths)
+        path, value = best_path(E, steps, first if multistep else None)
+        assert len(path) == steps + 1 and path[0] == 0 and path[-1] == L - 1 and sorted(set(path)) == path
+        assert value == pytest.approx(brute, rel=1e-12) and path_cost(path, E, first) == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize("solver,steps", [("dpmpp2m", 5), ("heun", 3), ("ddim", 6)])
+def test_on_gaussian_data_it_is_no_worse_than_score_optimal_on_fresh_noise(solver, steps):
+    f = S_DATA * torch.randn(4096, 16, generator=torch.Generator().manual_seed(1))
+    score = score_optimal(MODEL, f, steps, generator=torch.Generator().manual_seed(2)).gamma
+    grid = solver_aware(MODEL, solver, steps, seeds={"score-optimal": score}, levels=33,
+                        generator=torch.Generator().manual_seed(3))
+    assert grid.steps == steps and grid.gamma[0] == G_HI and grid.gamma[-1] == G_LO
+    assert grid.info["error"] <= min(grid.info["candidate_errors"].values())
+    z1 = torch.randn(2048, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))  # fresh noise
+    target = exact_flow(z1, G_HI, G_LO)
+
+    def error(gammas):
+        return rms(SAMPLERS[solver](EPS, z1, gammas) - target)
+    assert error(grid.gamma) <= 1.001 * error(score)
+    assert error(grid.gamma) <= 1.001 * min(error(fixed_grid(name, SCHED, steps).gamma) for name in FIXED)
+
+
+def test_global_error_is_the_final_signal_error(ref):
+    grid = fixed_grid("edm", SCHED, 4).gamma
+    z = SAMPLERS["heun"](EPS, ref.z[0], grid)
+    alpha_end = float(torch.sigmoid(torch.tensor(-G_LO, dtype=torch.float64)).sqrt())
+    assert global_error(EPS, ref, "heun", grid) == pytest.approx(rms(z / alpha_end - ref.x_end), rel=1e-9)
+
+
+def test_an_ancestral_sampler_is_refused():
+    with pytest.raises(ValueError, match="deterministic"):
+        solver_aware(MODEL, "ancestral", 4)
+
+
+def test_cli_fits_caches_and_samples_on_a_solver_aware_grid(tmp_path, monkeypatch, capsys):
+    import json
+
+    from diffbits import solver_aware as module
+    from diffbits.cli import main
+    from diffbits.config import RunConfig, apply_overrides
+    from diffbits.train import train
+
+    cfg = apply_overrides(RunConfig(), ["model.width=8", "model.depth=1", "train.batch_size=16", "train.sample_steps=2"])
+    cfg.train.steps = 2
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    assert main(["grid", str(run), "--method", "solver-aware", "--sampler", "dpmpp2m", "--steps", "3",
+                 "-o", str(tmp_path / "g.json")]) == 0
+    body = json.loads((tmp_path / "g.json").read_text())
+    assert body["steps"] == 3 and body["sampler"] == "dpmpp2m" and "score-optimal" in body["candidate_errors"]
+    assert (run / "grids" / "solver-aware-dpmpp2m-3.json").exists()
+    monkeypatch.setattr(module, "solver_aware", lambda *a, **k: pytest.fail("the cached grid was not reused"))
+    assert main(["sample", str(run), "--grid", "solver-aware", "--sampler", "dpmpp2m", "--steps", "3", "--n", "2",
+                 "-o", str(tmp_path / "x.npy")]) == 0
+    assert np.load(tmp_path / "x.npy").shape[0] == 2
+    capsys.readouterr()
+    assert main(["sample", str(run), "--grid", "solver-aware", "--steps", "3", "-o", str(tmp_path / "y.npy")]) == 2
+    assert "--sampler" in capsys.readouterr().err
