@@ -42,7 +42,8 @@ __all__ = ["SOLVERS", "MULTISTEP", "Reference", "reference", "local_errors", "be
 
 SOLVERS = ("ddim", "heun", "dpmpp2m")  # deterministic: an error against the reference means something
 MULTISTEP = {"ddim": False, "heun": False, "dpmpp2m": True}
-LATTICE, SUBSTEPS, EXAMPLES = 64, 3, 16
+LATTICE, SUBSTEPS, EXAMPLES = 65, 3, 16
+HEUN_LEVELS, HEUN_ROWS = 33, 8  # Heun's local errors cost a network call per pair: every other level, half the rows
 
 
 @dataclass
@@ -95,6 +96,12 @@ def reference(eps_fn: EpsFn, gamma_hi: float, gamma_lo: float, z: Tensor, levels
     return Reference(lattice, torch.stack(zs), torch.stack(eps), _signal(z_end, lattice[-1]), len(fine) - 1)
 
 
+def _coarser(ref: Reference, levels: int, rows: int) -> Reference:
+    """The reference on about ``levels`` of its lattice levels (both ends kept) and its first ``rows`` rows."""
+    idx = torch.linspace(0, ref.levels - 1, min(levels, ref.levels)).round().long().unique()
+    return Reference(ref.gamma[idx], ref.z[idx, :rows], ref.eps[idx[:-1], :rows], ref.x_end[:rows], ref.evals)
+
+
 def _gram(ref: Reference) -> np.ndarray:
     """Mean over rows and coordinates of the inner products of the states ``z_l`` (indices
     ``0..L-1``) and data predictions ``x0_l = (z_l - sigma_l eps_l) / alpha_l`` (``L..2L-2``)."""
@@ -139,7 +146,8 @@ def _linear_errors(ref: Reference, multistep: bool) -> np.ndarray:
 
 @torch.no_grad()
 def _heun_errors(eps_fn: EpsFn, ref: Reference, span: int, progress: bool) -> tuple[np.ndarray, int]:
-    """RMS errors ``E[i, j]`` of one Heun step (one network call per pair), ``j - i <= span``."""
+    """RMS errors ``E[i, j]`` of one Heun step (one network call per pair), ``j - i <= span``;
+    and the calls it took, in calls of the reference's B rows."""
     L, gam = ref.levels, ref.gamma
     E, calls = np.full((L, L), np.inf), 0
     for i in progress_bar(range(L - 1), desc="heun local errors", enabled=progress):
@@ -156,7 +164,7 @@ def _heun_errors(eps_fn: EpsFn, ref: Reference, span: int, progress: bool) -> tu
         z_hat = alpha_j * (x_i + ds * (d_i + d_j.view_as(x_euler)) / 2)
         err = (z_hat - ref.z[js]).double().flatten(1).pow(2).mean(1).sqrt()
         E[i, js.numpy()] = err.numpy()
-        calls += 1
+        calls += k  # calls of B rows, k of them batched into one
     return E, calls
 
 
@@ -221,6 +229,33 @@ def best_path(errors: np.ndarray, steps: int, first: np.ndarray | None = None) -
     return path, float(cost[i, -1])
 
 
+class _Memo:
+    """``eps_fn`` that remembers one trajectory: a call at a level and state of the kept
+    trajectory returns its stored prediction. A trial grid that differs from the best one after
+    level m replays the steps before m from memory, so coordinate descent pays only for the
+    steps it changes; only the best trajectory's predictions are kept."""
+
+    def __init__(self, eps_fn: EpsFn):
+        self.eps_fn, self.kept, self.used, self.calls = eps_fn, [], [], 0
+
+    def __call__(self, z: Tensor, gamma: Tensor) -> Tensor:
+        key = float(gamma.reshape(-1)[0])
+        for entry in self.kept:
+            if entry[0] == key and torch.equal(entry[1], z):
+                self.used.append(entry)
+                return entry[2]
+        out = self.eps_fn(z, gamma)
+        self.calls += 1
+        self.used.append((key, z, out))
+        return out
+
+    def settle(self, keep: bool) -> None:
+        """After a solve: remember its trajectory (``keep``) or the one kept before."""
+        if keep:
+            self.kept = self.used
+        self.used = []
+
+
 @torch.no_grad()
 def global_error(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor) -> float:
     """RMS error of the final signal when ``solver`` walks ``gammas`` from the reference's noises."""
@@ -229,23 +264,24 @@ def global_error(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor) -> 
 
 
 def refine(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, sweeps: int = 3,
-           error: float | None = None, progress: bool = False) -> tuple[Tensor, float, int]:
+           progress: bool = False) -> tuple[Tensor, float, int]:
     """Coordinate descent on the true error: each interior level in turn tries moving a share
     ``1/2, 1/4, ...`` (one per sweep) of the way to either neighbour, keeping any move that lowers
-    ``global_error``. Returns ``(gammas, error, solves)``."""
+    ``global_error``. Returns ``(gammas, error, network calls)``."""
+    memo = _Memo(eps_fn)
     g = gammas.double().clone()
-    best = global_error(eps_fn, ref, solver, g) if error is None else error
-    solves = int(error is None)
+    best = global_error(memo, ref, solver, g)
+    memo.settle(True)
     moves = [(s, m, d) for s in range(sweeps) for m in range(1, len(g) - 1) for d in (-1, 1)]
     for s, m, d in progress_bar(moves, desc=f"refine ({solver})", enabled=progress):
         share = 0.5 ** (s + 1)
         trial = g.clone()
         trial[m] = g[m] + share * (g[m - 1] - g[m] if d > 0 else g[m + 1] - g[m])
-        e = global_error(eps_fn, ref, solver, trial)
-        solves += 1
+        e = global_error(memo, ref, solver, trial)
+        memo.settle(e < best)
         if e < best:
             g, best = trial, e
-    return g, best, solves
+    return g, best, memo.calls
 
 
 def _check(solver: str) -> None:
@@ -271,16 +307,18 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
     z = randn_like(torch.empty((examples,) + tuple(model.data_shape), device=dev), generator)
     ref = reference(eps_fn, g_hi, g_lo, z, levels, substeps, progress)
     calls = ref.evals
+    lattice = ref
     if solver == "heun":
-        steps_span = span or min(levels - 1, max(4, math.ceil(3 * (levels - 1) / steps)))
-        E, extra = _heun_errors(eps_fn, ref, steps_span, progress)
-        calls, first = calls + extra, None
+        lattice = _coarser(ref, HEUN_LEVELS, HEUN_ROWS)
+        steps_span = span or min(lattice.levels - 1, max(4, math.ceil(3 * (lattice.levels - 1) / steps)))
+        E, extra = _heun_errors(eps_fn, lattice, steps_span, progress)
+        calls, first = calls + extra * lattice.z.shape[1] / examples, None
     else:
         E = _linear_errors(ref, MULTISTEP[solver])
         first = _linear_errors(ref, False) if MULTISTEP[solver] else None
     path, dp_cost = best_path(E, steps, first)
     fixed = {name: fixed_grid(name, model.schedule, steps).gamma for name in FIXED}
-    candidates = {"dynamic programme": ref.gamma[path]}
+    candidates = {"dynamic programme": lattice.gamma[path]}
     for name, g in {**fixed, **(seeds or {})}.items():
         if len(g) == steps + 1:
             g = g.double().clone()
@@ -288,13 +326,13 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
             candidates[name] = g
     errors = {name: global_error(eps_fn, ref, solver, g) for name, g in candidates.items()}
     start = min(errors, key=errors.get)
-    gammas, err, solves = refine(eps_fn, ref, solver, candidates[start], sweeps, errors[start], progress)
+    gammas, err, refine_calls = refine(eps_fn, ref, solver, candidates[start], sweeps, progress)
     per_solve = 2 * steps if solver == "heun" else steps
-    calls += (len(candidates) + solves) * per_solve
+    calls += len(candidates) * per_solve + refine_calls
     t = gamma_to_t(model.schedule, gammas)
     t[0], t[-1] = 1.0, 0.0
     grid = Grid(t, gammas, f"solver-aware ({solver})")
     grid.info.update(sampler=solver, error=err, start=start, candidate_errors=errors, dp_cost=dp_cost,
-                     lattice=levels, substeps=substeps, examples=examples, network_calls=calls,
-                     rows_per_call=examples, seconds=time.perf_counter() - tic)
+                     lattice=levels, dp_lattice=lattice.levels, substeps=substeps, examples=examples,
+                     network_calls=round(calls), rows_per_call=examples, seconds=time.perf_counter() - tic)
     return grid
