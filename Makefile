@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/likelihood.py --datasets digits --minutes 3.4
 	$(BIN)/python benchmarks/likelihood.py --datasets mnist --minutes 5
 	$(BIN)/python benchmarks/variance.py
-	$(BIN)/python benchmarks/sampling.py --digits-run $(CURDIR)/benchmarks/.cache/likelihood/digits/ours
+	$(BIN)/python benchmarks/sampling.py
 	$(BIN)/python benchmarks/compression.py --T 100
 	# Throughput peer addtt's VDM port: imported from a checkout, never copied into diffbits.
 	test -d benchmarks/.cache/addtt-vdm || git clone -q https://github.com/addtt/variational-diffusion-models benchmarks/.cache/addtt-vdm

@@ -1,23 +1,30 @@
-"""Sampling benchmark: every (sampler, step schedule) pair at a fixed number of network calls.
+"""Sampling benchmark: every (solver, grid) pair at a fixed number of network calls.
 
-Models: our VDMs trained on digits and on MNIST (runs reused from ``--digits-run`` /
-``--mnist-run``, trained here if missing), and the exact denoiser of a 2-D Gaussian mixture
-(its density is known). For NFE in ``--nfe``, every sampler on every grid (uniform-t,
-uniform log-SNR, EDM rho = 7, cosine, score-optimal), beside two peers driving the same
-network: k-diffusion's ``sample_dpmpp_2m`` + ``get_sigmas_karras`` and diffusers'
-``DPMSolverMultistepScheduler(use_karras_sigmas=True)``. All from the same initial noise:
-- RMSE (signal space, per coordinate) to a 1000-step DPM-Solver++(2M) reference on a
-  uniform log-SNR grid (deterministic samplers only: ancestral draws fresh noise);
+Models: the recipe's models on digits and MNIST (the shipped ``digits`` and ``mnist``, 60
+minutes each) and on the recipe panel's RGB photo patches (``--photos-run``, trained here with
+no flags for 8 minutes if missing); optionally the exact denoiser of a 2-D Gaussian mixture
+(``gmm``: its density is known). For NFE in ``--nfe``, the solvers ancestral, DDIM, Heun and
+DPM-Solver++(2M) on the grids uniform-t, EDM rho = 7, score-optimal (corrector and predictor
+costs) and solver-aware (deterministic solvers; fitted on other noises than the ones measured
+here), beside two peers driving the same network: k-diffusion's ``sample_dpmpp_2m`` +
+``get_sigmas_karras`` and diffusers' ``DPMSolverMultistepScheduler(use_karras_sigmas=True)``.
+All from the same initial noise:
+- RMSE (signal space, per coordinate) to a ``--ref-steps`` DPM-Solver++(2M) reference on a
+  uniform log-SNR grid (deterministic solvers only: ancestral draws fresh noise);
 - Frechet distance to held-out data in the features of a small classifier trained here
-  (digits: its labels; MNIST, whose file has no labels: rotation prediction);
+  (digits: its labels; MNIST and the photo patches: rotation prediction); the reference's own
+  distance is the floor an exact solver reaches;
 - on the mixture: mean exact negative log-likelihood of the samples (nats).
-Prints a table, plots quality against NFE and appends to ``benchmarks/RESULTS.md``.
+Each model's rows are cached (``.cache/sampling/rows-NAME.json``, keyed by its weights and the
+settings), so an interrupted run resumes. Prints the tables and the issue's verdict at NFE 5,
+10, 20, plots RMSE and Frechet distance against NFE and appends to ``benchmarks/RESULTS.md``.
 
-    python benchmarks/sampling.py [--models digits,mnist,gmm] [--nfe 4,6,8,10,15,20,50]
+    python benchmarks/sampling.py [--models digits,mnist,photos] [--nfe 5,8,10,15,20]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -35,45 +42,55 @@ from peers.samplers import PEERS, MissingPeer  # noqa: E402
 from report import append_results, header  # noqa: E402
 
 from diffbits.bound import data_to_signal  # noqa: E402
-from diffbits.config import RunConfig  # noqa: E402
 from diffbits.data import load_dataset  # noqa: E402
-from diffbits.grids import FIXED, fixed_grid  # noqa: E402
-from diffbits.runs import load_run  # noqa: E402
+from diffbits.grids import fixed_grid  # noqa: E402
+from diffbits.runs import load_run, model_fingerprint  # noqa: E402
 from diffbits.samplers import SAMPLERS, steps_for_nfe  # noqa: E402
 from diffbits.schedules import Cosine, alpha_sigma  # noqa: E402
 from diffbits.score_optimal import probe_costs, score_optimal  # noqa: E402
+from diffbits.solver_aware import SOLVERS, solver_aware  # noqa: E402
 from diffbits.tensors import randn_like  # noqa: E402
-from diffbits.train import Trainer  # noqa: E402
 
 CACHE = HERE / ".cache" / "sampling"
 MNIST = "/work/shared/data/mnist10k.npz"
-SCHEDULES = [*FIXED, "score-optimal"]
+PHOTOS = HERE / ".cache" / "recipe" / "data" / "photos"
+GRIDS = ("uniform-t", "edm", "score-optimal (corrector)", "score-optimal (predictor)", "solver-aware")
+VERDICT_NFE = (5, 10, 20)
 
 
 # -- models -----------------------------------------------------------------------------------
 
-def trained(name: str, run: Path | None, minutes: float, mnist: str):
-    """(model, train signal, test integers, levels) for digits or MNIST; trains if needed."""
-    spec = {"digits": ("digits", "digits", "test", "digits.json"),
-            "mnist": (f"{mnist}[:9000]", f"{mnist}[9000:]", "all", "mnist.json")}[name]
-    run = run or CACHE / f"{name}-run"
-    if not (run / "checkpoint.pt").exists():
-        print(f"[{name}] training a model for {minutes} min in {run}", flush=True)
-        cfg = RunConfig.load(HERE.parent / "configs" / spec[3])
-        cfg.data, cfg.train.minutes, cfg.train.steps = spec[0], minutes, 0
-        run.mkdir(parents=True, exist_ok=True)
-        tr = Trainer.create(cfg, run)
-        cfg.save(run / "config.json")
-        tr.fit(progress=True)
+def sources(mnist: str, photos_run: Path) -> dict:
+    """name -> (run or shipped name, train spec, train split, test spec, test split, what it is)."""
+    return {
+        "digits": ("digits", "digits", "train", "digits", "test", "shipped `digits` (recipe, 60 min)"),
+        "mnist": ("mnist", f"{mnist}[:9000]", "all", f"{mnist}[9000:]", "all", "shipped `mnist` (recipe, 60 min)"),
+        "photos": (photos_run, str(PHOTOS / "train.npz"), "all", str(PHOTOS / "test.npz"), "all",
+                   f"`{photos_run}` (recipe, no flags, 8 min)"),
+    }
+
+
+def trained(name: str, source: tuple, minutes: float):
+    """(config, model, train signal, test signal) for a panel model; trains the photo run if missing."""
+    run, train_spec, train_split, test_spec, test_split, _ = source
+    if isinstance(run, Path) and not (run / "checkpoint.pt").exists():
+        if name == "photos" and not (PHOTOS / "train.npz").exists():
+            from recipe import build_photos
+            build_photos(PHOTOS)
+        from diffbits.cli import main as cli
+        print(f"[{name}] training with no flags for {minutes} min in {run}", flush=True)
+        if cli(["train", "--data", train_spec, "--minutes", str(minutes), "--out", str(run)]) != 0:
+            raise RuntimeError(f"training {name} failed")
     cfg, model = load_run(run, "cpu")
-    train = load_dataset(spec[0], "train", cfg.levels)
-    test = load_dataset(spec[1], spec[2], cfg.levels)
-    return model, data_to_signal(train.x, cfg.levels, torch.float32), test.x, cfg.levels
+    sig = lambda spec, split: data_to_signal(load_dataset(spec, split, cfg.levels).x, cfg.levels, torch.float32)  # noqa: E731
+    return cfg, model, sig(train_spec, train_split), sig(test_spec, test_split)
 
 
 class GaussianMixture:
     """8 Gaussians on a ring (radius 0.6, std 0.05) in 2-D signal space, with its exact
     ``eps_hat`` (posterior over components, Gaussian posterior mean within each) and density."""
+
+    data_shape = (2,)
 
     def __init__(self, k: int = 8, radius: float = 0.6, std: float = 0.05):
         ang = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
@@ -104,10 +121,11 @@ class GaussianMixture:
 # -- features for the Frechet distance --------------------------------------------------------
 
 class SmallNet(nn.Module):
-    def __init__(self, classes: int):
+    def __init__(self, channels: int, classes: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1, stride=2),
-                                  nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(512, 64), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                                  nn.Flatten(), nn.Linear(512, 64), nn.ReLU())
         self.head = nn.Linear(64, classes)
 
     def forward(self, x):
@@ -115,13 +133,13 @@ class SmallNet(nn.Module):
 
 
 def feature_net(name: str, train_f: torch.Tensor, seconds: float = 30.0) -> nn.Module:
-    """A classifier on the training data (digits: labels; MNIST: rotation by k * 90 degrees)."""
+    """A classifier on the training data (digits: its labels; otherwise rotation by k * 90 degrees)."""
     path = CACHE / f"classifier-{name}.pt"
     labels = None
     if name == "digits":
         from sklearn.datasets import load_digits
-        labels = torch.as_tensor(load_digits().target[:1500])
-    net = SmallNet(10 if labels is not None else 4)
+        labels = torch.as_tensor(load_digits().target[:len(train_f)])
+    net = SmallNet(train_f.shape[1], 10 if labels is not None else 4)
     if path.exists():
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval()
@@ -156,77 +174,107 @@ def frechet(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
 
 # -- one model --------------------------------------------------------------------------------
 
-def run_model(name, model, f_train, test_signal, nfes, n, quality, seed=0, gmm=None):
-    """Rows of (method, nfe, rmse, quality) for one model, and the wall time (s) of its
-    score-optimal estimate (probe costs, shared by every step count)."""
-    z = randn_like(torch.empty((n,) + tuple(model.data_shape if gmm is None else (2,))),
-                   torch.Generator().manual_seed(seed))
+def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=print):
+    """Rows ``{method, sampler, grid, nfe, rmse, quality, seconds}`` for one model, and notes
+    (the reference's quality, the cost of each computed grid)."""
+    torch.manual_seed(seed)
+    z = randn_like(torch.empty((n,) + tuple(model.data_shape)), torch.Generator().manual_seed(seed))
     eps_fn = lambda zz, g: model.eps_hat(zz, g)  # noqa: E731
 
     def finish(z0, gamma_end):
         return z0 / alpha_sigma(torch.as_tensor(gamma_end, dtype=z0.dtype))[0]
 
-    ref_grid = fixed_grid("uniform-logsnr", model.schedule, 1000)
+    ref_grid = fixed_grid("uniform-logsnr", model.schedule, ref_steps)
     tic = time.time()
     ref = finish(SAMPLERS["dpmpp2m"](eps_fn, z, ref_grid.gamma.to(z.dtype)), ref_grid.gamma[-1])
-    print(f"[{name}] reference: 1000 steps in {time.time() - tic:.0f} s", flush=True)
+    notes = {"reference_quality": quality(ref), "reference_s": time.time() - tic, "grid_s": {}}
+    say(f"[{name}] reference: {ref_steps} steps in {notes['reference_s']:.0f} s, quality {notes['reference_quality']:.4g}")
     f_probe = f_train[torch.randperm(len(f_train), generator=torch.Generator().manual_seed(1))[:256]]
-    tic = time.time()
-    costs = probe_costs(model, f_probe, 100, generator=torch.Generator().manual_seed(2), progress=True)
-    estimate_s = time.time() - tic
-    print(f"[{name}] score-optimal estimate: {estimate_s:.1f} s", flush=True)
+    costs = {}
+    for variant in ("corrector", "predictor"):
+        tic = time.time()
+        costs[variant] = probe_costs(model, f_probe, 100, variant, generator=torch.Generator().manual_seed(2))
+        notes["grid_s"][f"score-optimal ({variant}) costs"] = time.time() - tic
     rows = []
     for nfe in nfes:
         for sampler in SAMPLERS:
             steps = steps_for_nfe(sampler, nfe)
-            for sched in SCHEDULES:
-                grid = (score_optimal(model, f_probe, steps, costs=costs, check=False) if sched == "score-optimal"
-                        else fixed_grid(sched, model.schedule, steps))
+            grids = {"uniform-t": fixed_grid("uniform-t", model.schedule, steps).gamma,
+                     "edm": fixed_grid("edm", model.schedule, steps).gamma}
+            for variant, c in costs.items():
+                grids[f"score-optimal ({variant})"] = score_optimal(model, None, steps, variant=variant, costs=c).gamma
+            if sampler in SOLVERS:
+                tic = time.time()
+                seeds = {k: v for k, v in grids.items() if k.startswith("score-optimal")}
+                fit = solver_aware(model, sampler, steps, seeds=seeds, generator=torch.Generator().manual_seed(1234))
+                notes["grid_s"][f"solver-aware {sampler} NFE {nfe}"] = time.time() - tic
+                grids["solver-aware"] = fit.gamma
+            for grid_name, gammas in grids.items():
                 gen = torch.Generator().manual_seed(seed + 1)
-                x = finish(SAMPLERS[sampler](eps_fn, z, grid.gamma.to(z.dtype), generator=gen), grid.gamma[-1])
+                tic = time.time()
+                x = finish(SAMPLERS[sampler](eps_fn, z, gammas.to(z.dtype), generator=gen), gammas[-1])
                 rmse = float((x - ref).pow(2).mean().sqrt()) if sampler != "ancestral" else float("nan")
-                rows.append((f"{sampler} / {sched}", nfe, rmse, quality(x)))
+                rows.append(dict(method=f"{sampler} / {grid_name}", sampler=sampler, grid=grid_name, nfe=nfe,
+                                 rmse=rmse, quality=quality(x), seconds=time.time() - tic))
         for peer, fn in PEERS.items():
             try:
                 x = fn(model, z, nfe)
             except MissingPeer as e:
-                print(f"[{name}] {peer}: skipped ({e})", flush=True)
+                say(f"[{name}] {peer}: skipped ({e})")
                 continue
-            rows.append((peer, nfe, float((x - ref).pow(2).mean().sqrt()), quality(x)))
-        print(f"[{name}] NFE {nfe} done", flush=True)
-    return rows, estimate_s
+            rows.append(dict(method=peer, sampler="peer", grid=peer, nfe=nfe, rmse=float((x - ref).pow(2).mean().sqrt()),
+                             quality=quality(x), seconds=0.0))
+        say(f"[{name}] NFE {nfe} done")
+    return rows, notes
 
 
-def table(name, rows, nfes, metric, estimate_s):
-    methods = list(dict.fromkeys(r[0] for r in rows))
-    by = {(r[0], r[1]): r for r in rows}
-    out = [f"**{name}**: RMSE to the 1000-step reference / {metric}, by NFE", "",
-           f"Score-optimal estimate (probe costs, 100 levels, shared by every NFE): {estimate_s:.1f} s wall", "",
-           "| sampler / schedule | " + " | ".join(f"NFE {k}" for k in nfes) + " |",
-           "|---|" + "---|" * len(nfes)]
+# -- report -----------------------------------------------------------------------------------
+
+def table(name, desc, rows, nfes, metric, notes):
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {(r["method"], r["nfe"]): r for r in rows}
+    fits = {k: v for k, v in notes["grid_s"].items() if k.startswith("solver-aware")}
+    out = [f"**{name}** ({desc}): RMSE to the reference / {metric}, by NFE", "",
+           f"- the reference's own {metric.split(' (')[0]}: {notes['reference_quality']:.4g} (the floor an exact solver reaches)",
+           "- score-optimal probe costs (100 levels, shared by every NFE): " + ", ".join(
+               f"{k.split('(')[1].split(')')[0]} {v:.1f} s" for k, v in notes["grid_s"].items() if "costs" in k),
+           f"- solver-aware grids, wall seconds each: {min(fits.values(), default=0):.0f} to "
+           f"{max(fits.values(), default=0):.0f} (" + ", ".join(f"{k.removeprefix('solver-aware ')} {v:.0f}"
+                                                                for k, v in fits.items()) + ")", "",
+           "| solver / grid | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---|" + "---|" * len(nfes)]
     for m in methods:
         cells = []
         for k in nfes:
             r = by.get((m, k))
-            cells.append("" if r is None else (f"{r[2]:.4f} / {r[3]:.3g}" if not math.isnan(r[2]) else f"– / {r[3]:.3g}"))
+            cells.append("" if r is None else (f"{r['rmse']:.4f} / {r['quality']:.3g}" if not math.isnan(r["rmse"])
+                                               else f"– / {r['quality']:.3g}"))
         out.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
-def verdict(name, rows, nfe=10):
-    """The issue's criterion at ``nfe``: best sampler on the score-optimal grid vs the same
-    sampler on uniform-t and on EDM, and vs each peer (RMSE ratios; < 1 is better)."""
-    by = {(r[0], r[1]): r[2] for r in rows}
-    cands = [(by[(f"{s} / score-optimal", nfe)], s) for s in SAMPLERS if s != "ancestral" and (f"{s} / score-optimal", nfe) in by]
-    if not cands:
-        return ""
-    best, s = min(cands)
-    parts = [f"{name}, NFE {nfe}: best score-optimal pair {s} RMSE {best:.4f}; "
-             f"÷ {s} / uniform-t {best / by[(f'{s} / uniform-t', nfe)]:.2f}, ÷ {s} / edm {best / by[(f'{s} / edm', nfe)]:.2f}"]
-    for peer in PEERS:
-        if (peer, nfe) in by:
-            parts.append(f"÷ {peer} {best / by[(peer, nfe)]:.2f}")
-    return ", ".join(parts)
+def verdict(name, rows, nfes):
+    """The issue's criterion: for Heun and DPM-Solver++(2M) at NFE 5, 10, 20, the best of our
+    grids (other than EDM) against EDM rho = 7 and both peers, in RMSE and in the quality metric
+    (both lower is better); the paper's corrector grid beside it."""
+    by = {(r["method"], r["nfe"]): r for r in rows}
+    lines = [f"**{name}: verdict** (RMSE / quality; ✓ when the best of our grids beats EDM and both peers on both)", "",
+             "| solver | NFE | best of ours by RMSE | its RMSE / quality | solver-aware | score-optimal (corrector) "
+             "| EDM rho = 7 | " + " | ".join(PEERS) + " | ✓ |", "|---|---:|---|---|---|---|---|" + "---|" * len(PEERS) + "---|"]
+    for sampler in ("heun", "dpmpp2m"):
+        for nfe in (k for k in VERDICT_NFE if k in nfes):
+            ours = [by[(f"{sampler} / {g}", nfe)] for g in GRIDS if g != "edm" and (f"{sampler} / {g}", nfe) in by]
+            edm = by.get((f"{sampler} / edm", nfe))
+            peers = [by.get((p, nfe)) for p in PEERS]
+            if not ours or edm is None:
+                continue
+            best = min(ours, key=lambda r: r["rmse"])
+            rivals = [r for r in [edm, *peers] if r is not None]
+            wins = all(best["rmse"] < r["rmse"] and best["quality"] < r["quality"] for r in rivals)
+            cell = lambda r: "–" if r is None else f"{r['rmse']:.4f} / {r['quality']:.3g}"  # noqa: E731
+            lines.append(f"| {sampler} | {nfe} | {best['grid']} | {cell(best)} | {cell(by.get((f'{sampler} / solver-aware', nfe)))} "
+                         f"| {cell(by.get((f'{sampler} / score-optimal (corrector)', nfe)))} | {cell(edm)} | "
+                         + " | ".join(cell(r) for r in peers) + f" | {'✓' if wins else '✗'} |")
+    return "\n".join(lines)
 
 
 def plot(results, path):
@@ -235,60 +283,81 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, (name, rows) in zip(axes[0], results.items()):
-        for m in dict.fromkeys(r[0] for r in rows):
-            if m.startswith(("ancestral", "ddim")) or not (m.startswith("dpmpp2m") or m.startswith("heun") or m in PEERS):
+    fig, axes = plt.subplots(2, len(results), figsize=(5 * len(results), 8), squeeze=False)
+    for col, (name, rows) in enumerate(results.items()):
+        for m in dict.fromkeys(r["method"] for r in rows):
+            if not (m.startswith(("heun", "dpmpp2m")) or m in PEERS) or "predictor" in m or "uniform-t" in m:
                 continue
-            pts = sorted((r[1], r[2]) for r in rows if r[0] == m)
-            style = "-" if "score-optimal" in m else ("--" if m in PEERS else ":")
-            ax.loglog(*zip(*pts), style, marker=".", label=m)
-        ax.set(title=name, xlabel="NFE", ylabel="RMSE to reference")
-        ax.legend(fontsize=6)
+            pts = sorted((r["nfe"], r["rmse"], r["quality"]) for r in rows if r["method"] == m)
+            style = "-" if "solver-aware" in m else ("--" if m in PEERS else ":")
+            for row, k in ((0, 1), (1, 2)):
+                axes[row][col].loglog([p[0] for p in pts], [p[k] for p in pts], style, marker=".", label=m)
+        axes[0][col].set(title=name, xlabel="NFE", ylabel="RMSE to reference")
+        axes[1][col].set(xlabel="NFE", ylabel="quality (Frechet distance; gmm: NLL)")
+        axes[0][col].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def cached(name: str, key: dict, compute):
+    path = CACHE / f"rows-{name}.json"
+    try:
+        body = json.loads(path.read_text())
+        if body["key"] == key:
+            return body["rows"], body["notes"]
+    except (OSError, ValueError, KeyError):
+        pass
+    rows, notes = compute()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "rows": rows, "notes": notes}))
+    return rows, notes
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="gmm,digits,mnist")
-    ap.add_argument("--nfe", default="4,6,8,10,15,20,50")
-    ap.add_argument("--digits-run", type=Path, default=None)
-    ap.add_argument("--mnist-run", type=Path, default=HERE / ".cache" / "likelihood" / "mnist" / "ours")
-    ap.add_argument("--train-minutes", type=float, default=4.0, help="when a run must be trained")
-    ap.add_argument("--n", type=int, default=0, help="samples per model (default: gmm 2000, digits 256, mnist 48)")
+    ap.add_argument("--models", default="digits,mnist,photos", help="digits, mnist, photos, gmm")
+    ap.add_argument("--nfe", default="5,8,10,15,20")
+    ap.add_argument("--photos-run", type=Path, default=CACHE / "photos-run")
+    ap.add_argument("--train-minutes", type=float, default=8.0, help="when the photo run must be trained")
+    ap.add_argument("--n", type=int, default=0, help="samples per model (default: gmm 2000, digits 256, others 128)")
+    ap.add_argument("--ref-steps", type=int, default=500)
     ap.add_argument("--mnist", default=MNIST)
+    ap.add_argument("--no-append", action="store_true", help="print the tables only (a check, not a record)")
     a = ap.parse_args(argv)
     nfes = [int(k) for k in a.nfe.split(",")]
-    results, tables, verdicts = {}, [], []
+    results, texts = {}, []
     torch.set_grad_enabled(False)
     for name in a.models.split(","):
         tic = time.time()
+        say = lambda s: print(s, flush=True)  # noqa: E731
+        n = a.n or {"gmm": 2000, "digits": 256}.get(name, 128)
         if name == "gmm":
             gmm = GaussianMixture()
-            train_f = gmm.sample(4096, 0)
-            rows, estimate_s = run_model(name, gmm, train_f, None, nfes, a.n or 2000, gmm.nll, gmm=gmm)
-            metric = "exact NLL of the samples (nats; data's own: %.3f)" % gmm.nll(gmm.sample(20000, 1).double())
+            key = dict(model="gmm", nfe=nfes, n=n, ref=a.ref_steps)
+            rows, notes = cached(name, key, lambda: run_model(name, gmm, gmm.sample(4096, 0), nfes, n, gmm.nll,
+                                                              a.ref_steps, say=say))
+            metric, desc = "exact NLL of the samples (nats; data's own: %.3f)" % gmm.nll(gmm.sample(20000, 1).double()), \
+                "8 Gaussians on a ring, exact denoiser"
         else:
-            run = a.digits_run if name == "digits" else a.mnist_run
+            source = sources(a.mnist, a.photos_run)[name]
+            cfg, model, train_f, test_f = trained(name, source, a.train_minutes)
             with torch.enable_grad():
-                model, train_f, test_x, levels = trained(name, run, a.train_minutes, a.mnist)
                 net = feature_net(name, train_f)
-            test_f = data_to_signal(test_x, levels, torch.float32)
-            rows, estimate_s = run_model(name, model, train_f, test_f, nfes, a.n or (256 if name == "digits" else 48),
-                                         lambda x: frechet(net, x, test_f))
-            metric = "Frechet distance to held-out data (classifier features)"
-        print(f"[{name}] {time.time() - tic:.0f} s", flush=True)
+            key = dict(model=model_fingerprint(cfg, model), nfe=nfes, n=n, ref=a.ref_steps)
+            rows, notes = cached(name, key, lambda: run_model(name, model, train_f, nfes, n,
+                                                              lambda x: frechet(net, x, test_f), a.ref_steps, say=say))
+            metric, desc = "Frechet distance to held-out data (classifier features)", source[5]
+        say(f"[{name}] {time.time() - tic:.0f} s")
         results[name] = rows
-        tables.append(table(name, rows, nfes, metric, estimate_s))
-        verdicts.append(verdict(name, rows))
-    CACHE.mkdir(parents=True, exist_ok=True)
+        text = table(name, desc, rows, nfes, metric, notes)
+        texts.append(text if name == "gmm" else text + "\n\n" + verdict(name, rows, nfes))  # NLL: lower is not better
     fig = plot(results, HERE / "sampling.png")
-    text = "\n\n".join(tables) + "\n\n" + "\n".join(f"- {v}" for v in verdicts if v) + f"\n\nPlot: `{fig.relative_to(HERE.parent)}`\n"
+    text = "\n\n".join(texts) + f"\n\nPlot: `{fig.relative_to(HERE.parent)}`\n"
     print(text)
-    append_results("Sampling: samplers x step schedules at fixed NFE (benchmarks/sampling.py)", header(), text)
+    if not a.no_append:
+        append_results("Sampling: solvers x step grids at fixed NFE (benchmarks/sampling.py)", header(), text)
     return 0
 
 
