@@ -60,6 +60,17 @@ def test_the_recipe_follows_the_data_and_the_budget():
     assert tiny["model.dropout"] > 0 and tiny["train.batch_size"] <= 64  # few examples: regularise
 
 
+def test_many_passes_over_enough_examples_hold_some_out_for_early_stopping():
+    hour = values(recipe.decide(recipe.Facts((1, 8, 8), 17, 1500, minutes=60, device=CPU)))
+    assert hour["train.validation"] == 150  # hundreds of passes over 1,500 digits: 10% held out
+    big = values(recipe.decide(recipe.Facts((1, 8, 8), 17, 60000, minutes=60, device=CPU)))
+    assert big["train.validation"] in (0, recipe.VALIDATION_MAX)  # capped, when it holds any out
+    few = values(recipe.decide(recipe.Facts((1, 8, 8), 17, 200, minutes=60, device=CPU)))
+    assert few["train.validation"] == 0  # 20 examples would be too noisy to choose by
+    short = values(recipe.decide(recipe.Facts((1, 28, 28), 256, 9000, minutes=2, device=CPU)))
+    assert short["train.validation"] == 0  # a few passes: the last weights are the best
+
+
 def test_a_field_the_user_set_is_never_overridden():
     decisions = recipe.decide(PANEL["mnist"])
     cfg = apply_overrides(RunConfig(), ["model.width=40", "train.lr=0.0005", "model.head=eps", "train.lr_decay=none"])

@@ -7,6 +7,7 @@ import torch
 from diffbits.checkpoint import CHECKPOINT, load_checkpoint
 from diffbits.cli import main
 from diffbits.config import RunConfig, apply_overrides
+from diffbits.data import load_dataset
 from diffbits.errors import RunExists, TrainingDiverged
 from diffbits.train import Trainer, train
 
@@ -201,3 +202,31 @@ def test_online_score_optimal_grid_is_saved_and_resumes_exactly(tmp_path):
     assert len(t) == 6 and t[0] == 1 and t[-1] == 0 and (t.diff() < 0).all()
     saved = json.loads((tmp_path / "a" / "grid.json").read_text())
     assert saved["step"] == 4 and saved["t"] == t.tolist()
+
+
+def test_validation_keeps_the_ema_weights_with_the_best_held_out_bound(tmp_path):
+    from diffbits.evaluate import evaluate
+    from diffbits.runs import load_run
+    from diffbits.train import split_validation
+
+    data = load_dataset("digits", "train")
+    a, b = split_validation(data, 100, seed=0)
+    again, held = split_validation(data, 100, seed=0)
+    assert len(b) == 100 and len(a) == len(data) - 100 and torch.equal(b.x, held.x) and torch.equal(a.x, again.x)
+    rows = {tuple(r) for r in data.x.flatten(1).tolist()}
+    assert {tuple(r) for r in a.x.flatten(1).tolist()} | {tuple(r) for r in b.x.flatten(1).tolist()} <= rows
+    with pytest.raises(ValueError, match="half"):
+        split_validation(data, len(data) // 2 + 1, seed=0)
+
+    cfg = apply_overrides(RunConfig(), ["model.width=8", "model.depth=1", "train.batch_size=16", "train.sample_steps=2",
+                                        "train.validation=64", "train.validations=4", "train.lr=0.01"])
+    cfg.train.steps = 12
+    train(cfg, tmp_path / "r", progress=False)
+    val = [json.loads(r) for r in (tmp_path / "r" / "validation.jsonl").read_text().splitlines()]
+    assert len(val) == 4 and [r["step"] for r in val] == sorted(r["step"] for r in val) and val[-1]["step"] == 12
+    best = min(val, key=lambda r: r["val_bpd"])
+    ck = load_checkpoint(tmp_path / "r" / CHECKPOINT)
+    assert ck["best_step"] == best["step"] and ck["best_bpd"] == pytest.approx(best["val_bpd"])
+    _, model = load_run(tmp_path / "r", "cpu")  # the kept weights, not necessarily the last
+    _, held = split_validation(data, 64, seed=cfg.train.seed)
+    assert evaluate(model, held, samples=1, seed=cfg.train.seed, progress=False)["bpd"] == pytest.approx(best["val_bpd"])

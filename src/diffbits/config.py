@@ -70,6 +70,8 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16: the network only, never the bound
     compile: bool = False  # torch.compile the network (pays a compile on start)
     channels_last: bool = False  # NHWC layout for image networks (0.9x on this CPU; usually a gain on GPUs with bf16)
+    validation: int = 0  # > 0: hold out this many training examples; the EMA weights with the best bound on them are kept
+    validations: int = 10  # how often they are measured: at this many even points over the run's last 70%
 
 
 @dataclass

@@ -58,8 +58,9 @@ def save_grid(x: torch.Tensor, levels: int, path: Path, min_size: int = 64, cols
     return path
 
 
-def plot_metrics(metrics_path: Path, out: Path) -> Path | None:
-    """Training bound (bits/dim, and its three terms) and the schedule endpoints against step."""
+def plot_metrics(metrics_path: Path, out: Path, validation_path: Path | None = None) -> Path | None:
+    """Training bound (bits/dim, and its three terms; the held-out one where the run validates)
+    and the schedule endpoints against step."""
     plt = _pyplot()
 
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
@@ -70,6 +71,9 @@ def plot_metrics(metrics_path: Path, out: Path) -> Path | None:
     ax1.plot(step, [r["bpd"] for r in rows], label="bound (train batch)")
     for k in ("diffusion", "recon", "prior"):
         ax1.plot(step, [r[f"{k}_bpd"] for r in rows], label=k, lw=0.8)
+    if validation_path is not None and Path(validation_path).exists():
+        val = [json.loads(line) for line in Path(validation_path).read_text().splitlines() if line.strip()]
+        ax1.plot([r["step"] for r in val], [r["val_bpd"] for r in val], "o-", label="bound (held-out, EMA)")
     ax1.set(xlabel="step", ylabel="bits/dim", title="negative ELBO", yscale="log")
     ax1.legend()
     ax2.plot(step, [r["gamma_0"] for r in rows], label="gamma_0 = -log SNR_max")

@@ -18,7 +18,9 @@ The rules (docs/recipe.md):
 - few levels (``CATEGORICAL_LEVELS`` or fewer): the categorical output head;
 - the batch from an example's size (many small steps on a CPU), the learning rate from the batch;
 - regularisation from how often the budget will show each example (passes over the data) and
-  how many examples there are per parameter;
+  how many examples there are per parameter; with many passes (``VALIDATION_PASSES``) over
+  enough examples, ``VALIDATION_SHARE`` of them (``VALIDATION_MIN`` to ``VALIDATION_MAX``) are
+  held out and the EMA weights with the best bound on them are kept (early stopping);
 - warm-up ``WARMUP_FRACTION`` of the steps that fit, constant learning rate, a cosine decay to
   zero over the last ``DECAY_FRACTION`` of the budget (warm-up, stable, decay: Hagele et al.
   2024, arXiv 2405.18392), so ``--resume`` can extend a run from before its decay; EMA horizon
@@ -45,6 +47,7 @@ TARGET_AT_S = 480.0
 WARMUP_FRACTION = 0.05
 DECAY_FRACTION = 0.2
 EMA_FRACTION = 0.1
+VALIDATION_PASSES, VALIDATION_SHARE, VALIDATION_MIN, VALIDATION_MAX = 20, 0.1, 50, 512
 CATEGORICAL_LEVELS = 64
 DOWNSAMPLE_SIDE = 32  # images this size and larger are downsampled (below, full resolution won on the panel)
 DOWNSAMPLE_LENGTH = 2048  # signals this long and longer likewise (1024-sample speech: full resolution won)
@@ -291,6 +294,13 @@ def decide(f: Facts, fixed: dict | None = None) -> list[Decision]:
                                             f"{per_param:.2g} data values per parameter: "
                                             + ("regularise" if dropout else "little risk of overfitting"))
     add("train.weight_decay", 0.05 if dropout else 0.01, "with the dropout" if dropout else "AdamW's usual")
+    held = min(VALIDATION_MAX, round(VALIDATION_SHARE * f.examples))
+    held = held if passes >= VALIDATION_PASSES and held >= VALIDATION_MIN else 0
+    add("train.validation", held,
+        f"{held:,} training examples held out; the EMA weights with the best bound on them are kept (about "
+        f"{passes:,.0f} passes: the end of the run may be past the best)" if held else
+        (f"about {passes:,.0f} passes: the last weights are the best" if passes < VALIDATION_PASSES else
+         f"{f.examples:,} examples: too few to hold any out"))
     decay = add("train.lr_decay", "wsd",
                 f"warm-up, constant, then a cosine decay over the last {DECAY_FRACTION:.0%} of the budget")
     if decay == "wsd":

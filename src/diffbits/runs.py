@@ -23,10 +23,11 @@ from .grids import FIXED, Grid, fixed_grid
 from .vdm import VDM
 
 __all__ = ["load_run", "resolve_model", "model_fingerprint", "run_grid", "signal_examples", "export", "shipped_weights", "model_card",
-           "GRID_NAMES", "CONFIG", "METRICS", "GRIDS"]
+           "GRID_NAMES", "CONFIG", "METRICS", "VALIDATION", "GRIDS"]
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+VALIDATION = "validation.jsonl"  # the EMA model's bound on held-out training examples (train.validation)
 GRIDS = "grids"
 GRID_NAMES = (*FIXED, "score-optimal", "solver-aware", "wasserstein")
 
@@ -46,7 +47,8 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[RunConfig, VDM]
     model = build_model(cfg.model, tuple(cfg.shape), cfg.levels).to(dev)
     if ckpt.exists():
         ck = load_checkpoint(ckpt, map_location=dev)
-        state = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
+        ema = ck.get("ema_best") or ck["ema"]  # with train.validation: the weights with the best held-out bound
+        state = {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
     else:
         from safetensors.torch import load_file
 

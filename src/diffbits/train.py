@@ -13,7 +13,7 @@ import math
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from .grids import Grid, gamma_of
 from .plots import plot_metrics, save_grid
 from .progress import progress as progress_bar
 from .precision import NetCall, resolve_precision
-from .runs import CONFIG, METRICS
+from .runs import CONFIG, METRICS, VALIDATION
 from .score_optimal import blend, score_optimal
 from .vdm import VDM
 
@@ -112,6 +112,10 @@ class Trainer:
     clock: Callable[[], float] = time.monotonic  # wall clock of the budget (a fake one in tests)
     say: Callable[[str], None] | None = None  # where decisions taken during training are reported
     on_step: Callable[["Trainer"], None] | None = None  # called after every step (benchmarks take snapshots)
+    val: Dataset | None = None  # training examples held out to pick the EMA weights (train.validation)
+    best: dict | None = None  # the EMA state with the best bound on ``val`` so far
+    best_bpd: float = math.inf
+    best_step: int = 0
 
     @classmethod
     def create(cls, cfg: RunConfig, run_dir: Path, data: Dataset | None = None, world: World | None = None,
@@ -141,7 +145,8 @@ class Trainer:
         if world.distributed:
             loss_fn = DistributedDataParallel(loss_fn, device_ids=[device] if device.type == "cuda" else None,
                                               gradient_as_bucket_view=True)
-        return cls(cfg, Path(run_dir), data, model, ema, opt, device, world, loss_fn)
+        data, val = split_validation(data, t.validation, t.seed)
+        return cls(cfg, Path(run_dir), data, model, ema, opt, device, world, loss_fn, val=val)
 
     # -- state ---------------------------------------------------------------------------
     def state(self) -> dict:
@@ -152,6 +157,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             **({"grid_t": self.grid_t} if self.grid_t is not None else {}),
+            **({"ema_best": self.best, "best_bpd": self.best_bpd, "best_step": self.best_step} if self.best else {}),
         }
 
     def save(self) -> None:
@@ -164,6 +170,7 @@ class Trainer:
         self.opt.load_state_dict(ck["opt"])
         self.step, self.elapsed = int(ck["step"]), float(ck["elapsed"])
         self.grid_t = ck.get("grid_t")
+        self.best, self.best_bpd, self.best_step = ck.get("ema_best"), float(ck.get("best_bpd", math.inf)), int(ck.get("best_step", 0))
 
     # -- one step ------------------------------------------------------------------------
     def lr_at(self, step: int, progress: float = 0.0) -> float:
@@ -288,6 +295,29 @@ class Trainer:
         return row
 
     # -- the loop ------------------------------------------------------------------------
+    def validate(self) -> float:
+        """The EMA model's bound on the held-out training examples (one draw each, the same draws
+        every time: common random numbers), logged to ``validation.jsonl``; the best weights are kept."""
+        from .evaluate import evaluate
+
+        module = self.ema.module
+        mode = module.training
+        bpd = evaluate(module, self.val, samples=1, seed=self.cfg.train.seed, progress=False)["bpd"]
+        module.train(mode)
+        better = bpd < self.best_bpd
+        if better:
+            self.best = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
+            self.best_bpd, self.best_step = bpd, self.step
+        with (self.run_dir / VALIDATION).open("a") as fh:
+            fh.write(json.dumps({"step": self.step, "time": round(self.elapsed, 2), "val_bpd": bpd, "best": better}) + "\n")
+        return bpd
+
+    def validation_points(self) -> list[float]:
+        """Shares of the run at which ``validate`` runs: ``train.validations`` of them, evenly over
+        the last 70% (overfitting shows late), the last at the end."""
+        k = self.cfg.train.validations
+        return [0.3 + 0.7 * (i + 1) / k for i in range(k)] if self.val is not None and k > 0 else []
+
     def fit(self, progress: bool = True) -> dict:
         """Train until the step or wall-clock budget. Every process runs this; the main one
         logs, draws the progress bar and saves. Checkpoints are taken only after a logged
@@ -308,6 +338,9 @@ class Trainer:
         bar = progress_bar(total=t.steps or None, initial=self.step, enabled=progress and main, desc="train",
                            unit="step")
         window_t, window_n, first, stable_saved = self.clock(), 0, self.step, False
+        points = [p for p in self.validation_points() if p < 1.0]
+        if main and self.val is not None:
+            _truncate_metrics(self.run_dir / VALIDATION, self.step)
         log = metrics_path.open("a") if main else None
         try:
             while True:
@@ -321,6 +354,10 @@ class Trainer:
                 if measure and self.step - first >= MEASURE_STEPS and now - start >= min(MEASURE_S, 0.02 * budget):
                     self.measure_warmup(self.step - first, now - start, budget)
                     measure = False
+                while points and frac >= points[0]:
+                    points.pop(0)
+                    if main:
+                        self.validate()
                 if main and not stable_saved and self.decaying(frac):
                     save_checkpoint(self.state(), self.run_dir / CHECKPOINT_STABLE)
                     stable_saved = True
@@ -358,14 +395,21 @@ class Trainer:
             bar.close()
             if log:
                 log.close()
+        summary = {"step": self.step, "elapsed_s": self.elapsed}
+        if main and self.val is not None:
+            self.validate()  # the end of this invocation
+            summary.update(val_bpd=self.best_bpd, best_step=self.best_step)
+            if self.say:
+                self.say(f"validation: the EMA weights of step {self.best_step:,} (of {self.step:,}) have the best bound on "
+                         f"the {len(self.val):,} held-out training examples, {self.best_bpd:.4f} bits/dim: kept")
         if main:
             self.save()
-        return {"step": self.step, "elapsed_s": self.elapsed}
+        return summary
 
     def finish(self, n_samples: int = 64, progress: bool = True) -> dict:
         """Loss plot and a sample grid from the EMA model."""
         out = {}
-        p = plot_metrics(self.run_dir / METRICS, self.run_dir / "loss.png")
+        p = plot_metrics(self.run_dir / METRICS, self.run_dir / "loss.png", self.run_dir / VALIDATION)
         if p:
             out["loss_plot"] = str(p)
         gen = torch.Generator().manual_seed(self.cfg.train.seed)
@@ -377,6 +421,17 @@ class Trainer:
                                           progress=progress)
         out["samples"] = str(save_grid(x, self.data.levels, self.run_dir / "samples.png", cols=cols))
         return out
+
+
+def split_validation(data: Dataset, n: int, seed: int) -> tuple[Dataset, Dataset | None]:
+    """``(train, validation)``: ``n`` examples, drawn once from ``seed``, held out (none for n = 0)."""
+    if n <= 0:
+        return data, None
+    if 2 * n > len(data):
+        raise ValueError(f"train.validation = {n} would hold out more than half of the {len(data):,} training examples")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + 7919))
+    pick = lambda idx: replace(data, x=data.x[idx], y=None if data.y is None else data.y[idx])  # noqa: E731
+    return pick(order[n:].sort().values), pick(order[:n].sort().values)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
