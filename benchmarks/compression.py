@@ -39,16 +39,18 @@ from diffbits.data import load_dataset  # noqa: E402
 RUNS = HERE / ".cache" / "likelihood"
 
 
-def all_datasets(mnist: str) -> dict:
-    """name -> (train spec, test spec, test split, description): likelihood.py's and the photo patches."""
+def dataset(name: str, mnist: str) -> tuple[str, str, str, str]:
+    """(train spec, test spec, test split, description): likelihood.py's, or the photo patches
+    (built on first use only)."""
+    if name != "photos":
+        return datasets(mnist)[name]
     train, test, split = build_photos(DATA / "photos")
-    return {**datasets(mnist), "photos": (train, test, split, "16x16 RGB patches of scikit-image's photos, "
-                                          "256 levels; the recipe panel's 256 held-out patches")}
+    return train, test, split, "16x16 RGB patches of scikit-image's photos, 256 levels; the recipe panel's 256 held-out patches"
 
 
 def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: int,
         grid: str = "auto") -> tuple[str, str]:
-    _, test_spec, split, desc = all_datasets(mnist)[name]
+    _, test_spec, split, desc = dataset(name, mnist)
     test = load_dataset(test_spec, split)
     if n:
         test = dataclasses.replace(test, x=test.x[:n])

@@ -118,7 +118,7 @@ def _linear_errors(ref: Reference, multistep: bool) -> np.ndarray:
     (DDIM = DPM-Solver-1) ``E[i, j]``, or DPM-Solver++(2M) ``E[p, i, j]`` (infinite off ``p < i < j``)."""
     G, L = _gram(ref), ref.levels
     gam = ref.gamma.numpy()
-    alpha, sigma = np.sqrt(1 / (1 + np.exp(gam))), np.sqrt(1 / (1 + np.exp(-gam)))
+    alpha, sigma = (v.numpy() for v in alpha_sigma(ref.gamma))
     if multistep:
         p, i, j = np.meshgrid(np.arange(L), np.arange(L), np.arange(L), indexing="ij")
         valid = (p < i) & (i < j)

@@ -313,10 +313,10 @@ class Trainer:
         return bpd
 
     def validation_points(self) -> list[float]:
-        """Shares of the run at which ``validate`` runs: ``train.validations`` of them, evenly over
-        the last 70% (overfitting shows late), the last at the end."""
+        """Shares of the run at which ``validate`` runs inside the loop: with the one at its end,
+        ``train.validations`` points evenly over the last 70% (overfitting shows late)."""
         k = self.cfg.train.validations
-        return [0.3 + 0.7 * (i + 1) / k for i in range(k)] if self.val is not None and k > 0 else []
+        return [0.3 + 0.7 * (i + 1) / k for i in range(k - 1)] if self.val is not None else []
 
     def fit(self, progress: bool = True) -> dict:
         """Train until the step or wall-clock budget. Every process runs this; the main one
@@ -338,7 +338,7 @@ class Trainer:
         bar = progress_bar(total=t.steps or None, initial=self.step, enabled=progress and main, desc="train",
                            unit="step")
         window_t, window_n, first, stable_saved = self.clock(), 0, self.step, False
-        points = [p for p in self.validation_points() if p < 1.0]
+        points = self.validation_points()
         if main and self.val is not None:
             _truncate_metrics(self.run_dir / VALIDATION, self.step)
         log = metrics_path.open("a") if main else None
