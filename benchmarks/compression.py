@@ -89,7 +89,9 @@ def one(name: str, run: Path, T: int, n: int, mnist: str, draws: int, single: in
     notes = [f"- file ÷ bound (all images): {t['bpd'] / t['bound_bpd']:.4f}" if t["model_items"] else
              "- every image was stored classically"]
     if t["model_items"]:
-        notes += [f"- chain ÷ bound (the chain's images): {t['chain_bpd'] / t['chain_bound_bpd']:.4f}; container "
+        excess = ("; per image, spent − bound {:+.4f} ± {:.4f} bits/dim (mean ± standard error: each image's cost is "
+                  "one sampled trajectory)".format(*t["chain_excess_bpd"]) if t["chain_excess_bpd"] else "")
+        notes += [f"- chain ÷ bound (the chain's images): {t['chain_bpd'] / t['chain_bound_bpd']:.4f}{excess}; container "
                   f"{t['container_bytes']} bytes; warm start {t['warm_examples']} images by {t['warm_codec']} in "
                   f"{t['warm_bits']:.0f} bits; initial bits {t['initial_bits']}",
                   "- per term, actual ÷ ideal bits: " + ", ".join(

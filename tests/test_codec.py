@@ -127,6 +127,8 @@ def test_report_gives_rates_the_bound_and_every_term(run, tmp_path, capsys, monk
     assert total["net_bpd"] < total["bpd"] and np.isfinite(item["bound_bpd"])
     assert set(total["terms"]) >= {"q(z_0|x)", "p(x|z_0)", "q(z_t|z_s)", "p(z_s|z_t)", "p(z_1)"}
     assert total["container_bytes"] <= 48
+    excess, se = total["chain_excess_bpd"]  # per image, paired: its mean is the chain's rate less its bound
+    assert excess == pytest.approx(total["chain_bpd"] - total["chain_bound_bpd"], abs=1e-9) and se > 0
 
 
 @pytest.mark.parametrize("grid,saving", [("rate-optimal", None), ("uniform-t", None), ("auto", 0.0), ("auto", 10.0)])

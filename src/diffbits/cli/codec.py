@@ -71,6 +71,8 @@ def run_compress(a) -> int:
                  f"{t['bound_bpd']:.4f}")
         if t["chain_bound_bpd"] is not None:
             line += f"; the chain {t['chain_bpd']:.4f} against its examples' bound {t['chain_bound_bpd']:.4f}"
+            if t["chain_excess_bpd"] is not None:
+                line += " (excess {:+.4f} ± {:.4f})".format(*t["chain_excess_bpd"])
         line += f"; {t['encode_s']:.1f} s to encode, {t['verify_s']:.1f} s to verify"
     print(line + f") -> {a.out}")
     return 0
@@ -106,6 +108,8 @@ def run_export(a) -> int:
     ck = load_checkpoint(a.run / CHECKPOINT)
     fields["steps"] = int(ck["step"])
     fields["minutes"] = round(float(ck.get("elapsed", 0.0)) / 60, 1)
+    if "ema_best" in ck:  # load_run takes the EMA weights with the best held-out bound: say which
+        fields.update(weights_step=int(ck["best_step"]), validation_bpd=float(ck["best_bpd"]))
     cfg, model = load_run(a.run, "cpu")
     stored = shipped_weights(model, a.weights)  # the card measures the weights as shipped
     if a.test:
