@@ -15,7 +15,7 @@ TINY = ["model.width=8", "model.depth=1", "train.batch_size=16", "train.sample_s
 
 
 def test_an_exported_run_loads_by_name_with_the_same_weights(tmp_path, monkeypatch, capsys):
-    cfg = apply_overrides(RunConfig(), TINY)
+    cfg = apply_overrides(RunConfig(), [*TINY, "train.validation=50"])  # weights chosen on held-out digits
     cfg.train.steps = 2
     train(cfg, tmp_path / "run", progress=False)
     monkeypatch.setattr(shipped, "SHIPPED", tmp_path / "models")
@@ -28,6 +28,8 @@ def test_an_exported_run_loads_by_name_with_the_same_weights(tmp_path, monkeypat
     assert torch.equal(a[1].eps_hat(x, g), b[1].eps_hat(x, g))
     card = json.loads((tmp_path / "models" / "tiny" / shipped.CARD).read_text())
     assert card["steps"] == 2 and card["fingerprint"] == model_fingerprint(*a)
+    assert card["weights_step"] in (1, 2) and np.isfinite(card["validation_bpd"])  # the card says which weights ship
+    assert f"the weights are step {card['weights_step']}'s" in (tmp_path / "models" / "tiny" / "README.md").read_text()
     capsys.readouterr()
     assert main(["models"]) == 0 and capsys.readouterr().out.startswith("tiny: digits")
     assert main(["compress", "--model", "nonesuch", str(tmp_path), "-o", str(tmp_path / "x.dbits")]) == 2
@@ -62,7 +64,7 @@ def test_a_half_precision_export_is_what_its_card_measures(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mnist"])  # digits joins when its 60-minute model ships
+@pytest.mark.parametrize("name", ["digits", "mnist"])
 def test_a_shipped_model_codes_its_held_out_data_below_its_classical_code(name, tmp_path, capsys):
     """A real round trip with the model as shipped: 40 held-out examples in one .npy, T = 50."""
     if name not in shipped.shipped():

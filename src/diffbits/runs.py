@@ -227,7 +227,9 @@ def model_card(name: str, card: dict, cfg: RunConfig) -> str:
              f"`diffbits compress --model {name}` works without training.", "",
              f"- data: {card['data']}",
              f"- trained with: `{card['command']}`",
-             f"- steps: {card['steps']:,}" + (f" in {card['minutes']:.0f} minutes" if card.get("minutes") else ""),
+             f"- steps: {card['steps']:,}" + (f" in {card['minutes']:.0f} minutes" if card.get("minutes") else "")
+             + (f"; the weights are step {card['weights_step']:,}'s, the best on the held-out training examples "
+                f"({card['validation_bpd']:.4f} bits/dim)" if "weights_step" in card else ""),
              f"- network: {m.net}, width {m.width}, depth {m.depth}, {card['parameters']:,} parameters "
              f"({card.get('weights', 'float32')} EMA weights, `model.safetensors`"
              + (", large tensors in float16, computed in float32)" if card.get("weights") == "float16" else ")"),
