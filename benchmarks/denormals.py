@@ -34,6 +34,7 @@ def child(model: str, net: str, kind: str, flush: bool, seconds: float, batch: i
     import torch
 
     import diffbits  # noqa: F401  (sets flush-to-zero; undone below for the 'off' runs)
+    from diffbits.bound import signal_to_data
     from diffbits.build import build_model
     from diffbits.runs import resolve_model, signal_examples
 
@@ -46,7 +47,7 @@ def child(model: str, net: str, kind: str, flush: bool, seconds: float, batch: i
         torch.manual_seed(0)
         model = build_model(cfg.model, tuple(model.data_shape), cfg.levels)
     f = signal_examples(cfg, model, None, batch, seed=0)
-    x = torch.round(((f + 1) * cfg.levels - 1) / 2).long()  # integer levels, as training sees them
+    x = signal_to_data(f, cfg.levels)  # integer levels, as training sees them
     if kind == "train step":
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
