@@ -3,9 +3,14 @@
 Bit-Swap order (Kingma et al. 2019), so only ``z_0`` of the first batch needs initial bits:
 
     encode:  z_0 <- q(z_0 | x);  x -> p(x | z_0)
-             for i = 1..T:  z_i <- q(z_i | z_i-1);  z_i-1 -> p(z_i-1 | z_i)
+             for i = 1..T:  mix;  z_i <- q(z_i | z_i-1);  z_i-1 -> p(z_i-1 | z_i)
              z_T -> N(0, I)
-    decode:  the same steps in reverse, swapping "<-" (decode, pop) and "->" (encode, push).
+    decode:  the same steps in reverse, swapping "<-" (decode, pop) and "->" (encode, push), and
+             undoing each mix after the push of z_i.
+
+"mix" passes the top of the stack through a keyed bijection (``codec.mix``), so that the pop of
+``q`` does not read straight from the bits the last push of ``p`` left: those are not uniform, and
+a pop that reads them is not a draw of ``q`` (the chain spent up to 1.10x its bound without it).
 
 The expected net code length is the negative ELBO of the T-step chain, the bound ``VDM.bound(x, T)``
 (steps uniform in t), or ``VDM.bound(x, grid=chain_grid(...))`` for the rate-optimal levels of ``codec.rate_optimal``.
@@ -47,6 +52,7 @@ from ..bound import SOFTMAX_MAX_LEVELS, bin_centres, data_to_signal
 from ..errors import CodingError, ContainerError, OutOfRange
 from ..grids import gamma_of
 from .classical import best, decode_examples, encode_examples
+from .mix import mix_words
 from .rate_optimal import knot_gammas
 
 __all__ = ["Chain", "BitsBackCoder", "OutOfRange", "CodingError", "batch_sizes", "TERMS"]
@@ -64,6 +70,7 @@ ESCAPE_MODEL = constriction.stream.model.Categorical(ESCAPE, perfect=False)
 TERMS = ("q(z_0|x)", "p(x|z_0)", "q(z_t|z_s)", "p(z_s|z_t)", "p(z_1)")  # pops of q, pushes of p
 GROWTH_UNIT = 64  # batch growth is stored in 64ths of an example per example coded
 PREFILL_SEED = 0x5EED
+UNIFORM16 = constriction.stream.model.Uniform(2**16)  # the words mix_words permutes
 TOP_WORD = 0xD1FFB175  # above the warm start: a non-zero top word for the ANS head
 
 
@@ -165,6 +172,16 @@ class _Ops:
         self.info -= bits
         return (centre.ravel() + off).reshape(mean.shape)
 
+    def mix(self, bits: float, key: int, inverse: bool = False) -> None:
+        """Pass about the top ``bits`` of the stack through ``mix_words`` (or its inverse): popped and
+        pushed back as uniform 16-bit words, which costs exactly nothing (docs/codec.md sec. 2.1)."""
+        n = int(math.ceil(bits / 16))
+        if n < 2:
+            return
+        u = self.coder.decode(UNIFORM16, n)
+        self.min_words = min(self.min_words, self.coder.num_words())
+        self.coder.encode_reverse(mix_words(u, key, inverse).astype(np.int32), UNIFORM16)
+
     def push_gaussian(self, k: np.ndarray, mean: np.ndarray, std: float, delta: float, wide: bool, term: str) -> None:
         centre, m, s, w = self._params(mean, std, delta, wide)
         off = (k - centre).ravel()
@@ -251,6 +268,11 @@ class BitsBackCoder:
         out = self.model.eps_hat(zz, self._gammas[i].expand(len(z)).to(self.device))
         return out.double().cpu().numpy()
 
+    def _q_bits(self, i: int, n: int) -> float:
+        """About the bits the pop of ``q(z_i | z_i-1)`` takes from the stack for ``n`` examples."""
+        s = self.chain.sigma[i] * math.sqrt(self.chain.c[i]) / self.chain.delta[i]
+        return n * math.prod(self.shape) * math.log2(4.13 * s)
+
     def _p_mean(self, z_t: np.ndarray, i: int) -> np.ndarray:
         ch = self.chain
         eps = self._eps(z_t, i)
@@ -265,6 +287,7 @@ class BitsBackCoder:
         z_prev = k * ch.delta[0]
         ops.push_data(x, z_prev, ch, self.levels)  # x -> p(x | z_0)
         for i in range(1, ch.T + 1):
+            ops.mix(self._q_bits(i, ops.n), i)
             k_i = ops.pop_gaussian(ch.alpha[i] / ch.alpha[i - 1] * z_prev, ch.sigma[i] * math.sqrt(ch.c[i]), ch.delta[i],
                                    False, "q(z_t|z_s)")
             z_i = k_i * ch.delta[i]
@@ -285,6 +308,7 @@ class BitsBackCoder:
             z_prev = k_prev * ch.delta[i - 1]
             ops.push_gaussian(k, ch.alpha[i] / ch.alpha[i - 1] * z_prev, ch.sigma[i] * math.sqrt(ch.c[i]), ch.delta[i], False,
                               "q(z_t|z_s)")
+            ops.mix(self._q_bits(i, ops.n), i, inverse=True)
             k = k_prev
             bar.update(ops.n)
         z_0 = k * ch.delta[0]

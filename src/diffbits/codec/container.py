@@ -1,4 +1,4 @@
-"""The ``.dbits`` container, version 3: a compact binary layout, every item checked.
+"""The ``.dbits`` container, version 4 (3 with a chain that mixes the stack before each pop): a compact binary layout, every item checked.
 
     magic "dB" | version (1 byte) | flags (1 byte)
     [STREAM]  model fingerprint (6 bytes) | T | batch | resolution x 4 | the stream's layout
@@ -26,7 +26,7 @@ from ..errors import ContainerError
 __all__ = ["MAGIC", "VERSION", "Chain", "Item", "Container", "pack", "unpack", "item_checksum", "KINDS", "CODECS"]
 
 MAGIC = b"dB"
-VERSION = 3
+VERSION = 4
 OLD_MAGIC = b"DBITS\x00"  # versions 1 and 2
 FINGERPRINT_BYTES = 6
 CHECKSUM_BYTES = 4
@@ -253,6 +253,10 @@ def unpack(data: bytes) -> Container:
                              "diffbits no longer reads; decompress it with diffbits 0.1 and compress it again")
     if len(data) < 4 or not data.startswith(MAGIC):
         raise ContainerError("not a diffbits container (bad magic bytes or too short)")
+    if data[2] == 3:
+        raise ContainerError("this file is in container format version 3, whose chain this diffbits no longer "
+                             "decodes (it now mixes the stack before each pop); decompress it with the diffbits "
+                             "that wrote it and compress it again")
     if data[2] != VERSION:
         raise ContainerError(f"container format version {data[2]}; this diffbits reads version {VERSION}")
     flags, r = data[3], _Reader(data, 4)
