@@ -245,11 +245,12 @@ class BitsBackCoder:
     ``encode(x) -> (words, report)`` and ``decode(words, report["layout"], len(x)) -> x``."""
 
     def __init__(self, model, T: int = 100, resolution: float = 4.0, batch: int = 64, progress: bool = False,
-                 knots=None):
+                 knots=None, mix: bool = True):
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         self.model, self.T, self.batch, self.progress = model, int(T), int(batch), progress
         self.resolution = float(resolution)
+        self.mix = mix  # False only to measure what mixing buys (benchmarks/chain_mixing.py); files always mix
         self.levels, self.shape = model.levels, tuple(model.data_shape)
         if knots is None:  # steps uniform in t
             self.chain = Chain.from_schedule(model.schedule, self.T, resolution)
@@ -287,7 +288,8 @@ class BitsBackCoder:
         z_prev = k * ch.delta[0]
         ops.push_data(x, z_prev, ch, self.levels)  # x -> p(x | z_0)
         for i in range(1, ch.T + 1):
-            ops.mix(self._q_bits(i, ops.n), i)
+            if self.mix:
+                ops.mix(self._q_bits(i, ops.n), i)
             k_i = ops.pop_gaussian(ch.alpha[i] / ch.alpha[i - 1] * z_prev, ch.sigma[i] * math.sqrt(ch.c[i]), ch.delta[i],
                                    False, "q(z_t|z_s)")
             z_i = k_i * ch.delta[i]
@@ -308,7 +310,8 @@ class BitsBackCoder:
             z_prev = k_prev * ch.delta[i - 1]
             ops.push_gaussian(k, ch.alpha[i] / ch.alpha[i - 1] * z_prev, ch.sigma[i] * math.sqrt(ch.c[i]), ch.delta[i], False,
                               "q(z_t|z_s)")
-            ops.mix(self._q_bits(i, ops.n), i, inverse=True)
+            if self.mix:
+                ops.mix(self._q_bits(i, ops.n), i, inverse=True)
             k = k_prev
             bar.update(ops.n)
         z_0 = k * ch.delta[0]

@@ -142,7 +142,7 @@ def _knots(chain: Chain | None):
 
 
 @torch.no_grad()
-def _bound_bpd(model, x: np.ndarray, T: int, draws: int, seed: int = 0, knots=None) -> np.ndarray:
+def bound_bpd(model, x: np.ndarray, T: int, draws: int, seed: int = 0, knots=None) -> np.ndarray:
     """The model's T-step bound per example (bits/dim), its time stratified into ``draws`` strata
     per example (``draws = T``: every step once, exact in t); on the chain through ``knots``
     (``codec.rate_optimal``) when given."""
@@ -160,7 +160,7 @@ def _estimate(model, e: _Entry, T: int, knots) -> float:
     """The model's expected bits for the item: its bound on up to ``SAMPLE`` examples, scaled."""
     n = len(e.x)
     sample = e.x[np.linspace(0, n - 1, min(n, SAMPLE)).round().astype(int)]
-    return float(_bound_bpd(model, sample, T, draws=1, knots=knots).mean()) * model.dims * n
+    return float(bound_bpd(model, sample, T, draws=1, knots=knots).mean()) * model.dims * n
 
 
 @torch.no_grad()
@@ -265,7 +265,7 @@ def _report(entries, coded, rep, words, data, model, T, draws, t_enc, t_dec, kno
     """Per item and in total: bytes and bits/dim, each item's classical rate and, for the model's
     items, the bound. ``chain_bpd`` is what the bits-back chain itself spent per dimension of the
     examples it coded (the warm start's examples are coded classically), beside ``chain_bound_bpd``,
-    the bound on those same examples, and ``chain_excess_bpd`` (``_paired_excess``); ``terms``
+    the bound on those same examples, and ``chain_excess_bpd`` (``paired_excess``); ``terms``
     gives each term's actual bits against its ideal."""
     n_coded = sum(len(entries[i].x) for i in coded)
     warm = rep["layout"]["warm"] if rep else 0
@@ -276,7 +276,7 @@ def _report(entries, coded, rep, words, data, model, T, draws, t_enc, t_dec, kno
     per_example = np.concatenate([np.full(warm, warm_bits / max(warm, 1)),
                                   info * (chain_bits / info.sum() if info.sum() > 0 else 0.0)])
     x = np.concatenate([entries[i].x for i in coded]) if coded else None
-    bound = _bound_bpd(model, x, T, draws, knots=knots) if coded else np.zeros(0)  # per coded example
+    bound = bound_bpd(model, x, T, draws, knots=knots) if coded else np.zeros(0)  # per coded example
     payload_bytes = sum(0 if i in coded else len(e.payload) for i, e in enumerate(entries))
     container_bytes = len(data) - 4 * len(words) - payload_bytes
     total_dims = sum(math.prod(a.shape) for e in entries for a in e.arrays.values())
@@ -308,7 +308,7 @@ def _report(entries, coded, rep, words, data, model, T, draws, t_enc, t_dec, kno
             "net_bpd": float(per_example.sum()) / coded_dims, "bound_bpd": float(bound.mean()),
             "chain_bpd": chain_bits / max(chain_dims, 1),
             "chain_bound_bpd": float(bound[warm:].mean()) if n_coded > warm else None,
-            "chain_excess_bpd": _paired_excess(per_example[warm:] / dims, bound[warm:]),
+            "chain_excess_bpd": paired_excess(per_example[warm:] / dims, bound[warm:]),
             "initial_bits": 32 * rep["initial_words"], "warm_examples": warm, "warm_codec": rep["layout"]["warm_codec"],
             "warm_bits": warm_bits, "batches": len(rep["batches"]), "terms": terms,
             "encode_s": t_enc, "verify_s": t_dec, "encode_examples_per_s": n_coded / t_enc if t_enc else None,
@@ -316,7 +316,7 @@ def _report(entries, coded, rep, words, data, model, T, draws, t_enc, t_dec, kno
     return {"items": rows, "total": total}
 
 
-def _paired_excess(spent: np.ndarray, bound: np.ndarray) -> list[float] | None:
+def paired_excess(spent: np.ndarray, bound: np.ndarray) -> list[float] | None:
     """[mean, standard error] over the chain's examples of (bits/dim it spent - its bound). Each
     example's cost is one sampled trajectory (bits-back's single-sample estimate of its bound), so
     this says whether the chain's gap to the bound is more than that sampling noise."""
