@@ -13,7 +13,8 @@ All from the same initial noise:
   uniform log-SNR grid (deterministic solvers only: ancestral draws fresh noise);
 - Frechet distance to held-out data in the features of a small classifier trained here
   (digits: its labels; MNIST and the photo patches: rotation prediction); the reference's own
-  distance is the floor an exact solver reaches;
+  distance is the floor an exact solver reaches; its standard error comes from a paired bootstrap
+  (every method's samples start from the same noises, resampled with the same indices);
 - on the mixture: mean exact negative log-likelihood of the samples (nats).
 Each model's rows are cached (``.cache/sampling/rows-NAME.json``, keyed by its weights and the
 settings), so an interrupted run resumes. Prints the tables and the issue's verdict at NFE 5,
@@ -163,13 +164,40 @@ def feature_net(name: str, train_f: torch.Tensor, seconds: float = 30.0) -> nn.M
     return net.eval()
 
 
-@torch.no_grad()
-def frechet(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
-    fa, fb = net.body(a.float()).double().numpy(), net.body(b.float()).double().numpy()
+BOOTSTRAP = 100  # resamples of the samples for the Frechet distance's standard error
+
+
+def _frechet_from(fa: np.ndarray, fb: np.ndarray) -> float:
     ma, mb = fa.mean(0), fb.mean(0)
     ca, cb = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
     covmean = linalg.sqrtm(ca @ cb).real
     return float(((ma - mb) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
+
+
+@torch.no_grad()
+def frechet(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[float, list[float]]:
+    """The Frechet distance between the features of samples ``a`` and data ``b``, and its value on
+    ``BOOTSTRAP`` resamples of ``a``. The resampled indices depend only on ``len(a)``, and every
+    method's sample i starts from the same noise i, so two methods' resamples are paired: the spread
+    of their difference is the standard error of the difference."""
+    fa, fb = net.body(a.float()).double().numpy(), net.body(b.float()).double().numpy()
+    idx = np.random.default_rng(0).integers(0, len(fa), (BOOTSTRAP, len(fa)))
+    return _frechet_from(fa, fb), [_frechet_from(fa[i], fb) for i in idx]
+
+
+def _quality(value) -> dict:
+    """A row's quality fields: the value, and its bootstrap resamples where the metric has them."""
+    if isinstance(value, tuple):
+        return {"quality": value[0], "quality_boot": value[1]}
+    return {"quality": value}
+
+
+def quality_margin(ours: dict, rival: dict) -> tuple[float, float] | None:
+    """rival's quality minus ours (positive: ours is better) and its paired bootstrap standard error."""
+    if "quality_boot" not in ours or "quality_boot" not in rival:
+        return None
+    d = np.asarray(rival["quality_boot"]) - np.asarray(ours["quality_boot"])
+    return rival["quality"] - ours["quality"], float(d.std(ddof=1))
 
 
 # -- one model --------------------------------------------------------------------------------
@@ -187,7 +215,7 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
     ref_grid = fixed_grid("uniform-logsnr", model.schedule, ref_steps)
     tic = time.time()
     ref = finish(SAMPLERS["dpmpp2m"](eps_fn, z, ref_grid.gamma.to(z.dtype)), ref_grid.gamma[-1])
-    notes = {"reference_quality": quality(ref), "reference_s": time.time() - tic, "grid_s": {}}
+    notes = {"reference_quality": _quality(quality(ref))["quality"], "reference_s": time.time() - tic, "grid_s": {}}
     say(f"[{name}] reference: {ref_steps} steps in {notes['reference_s']:.0f} s, quality {notes['reference_quality']:.4g}")
     f_probe = f_train[torch.randperm(len(f_train), generator=torch.Generator().manual_seed(1))[:256]]
     costs = {}
@@ -215,7 +243,7 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
                 x = finish(SAMPLERS[sampler](eps_fn, z, gammas.to(z.dtype), generator=gen), gammas[-1])
                 rmse = float((x - ref).pow(2).mean().sqrt()) if sampler != "ancestral" else float("nan")
                 rows.append(dict(method=f"{sampler} / {grid_name}", sampler=sampler, grid=grid_name, nfe=nfe,
-                                 rmse=rmse, quality=quality(x), seconds=time.time() - tic))
+                                 rmse=rmse, **_quality(quality(x)), seconds=time.time() - tic))
         for peer, fn in PEERS.items():
             try:
                 x = fn(model, z, nfe)
@@ -223,7 +251,7 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
                 say(f"[{name}] {peer}: skipped ({e})")
                 continue
             rows.append(dict(method=peer, sampler="peer", grid=peer, nfe=nfe, rmse=float((x - ref).pow(2).mean().sqrt()),
-                             quality=quality(x), seconds=0.0))
+                             **_quality(quality(x)), seconds=0.0))
         say(f"[{name}] NFE {nfe} done")
     return rows, notes
 
@@ -257,9 +285,12 @@ def verdict(name, rows, nfes):
     grids (other than EDM) against EDM rho = 7 and both peers, in RMSE and in the quality metric
     (both lower is better); the paper's corrector grid beside it."""
     by = {(r["method"], r["nfe"]): r for r in rows}
-    lines = [f"**{name}: verdict** (RMSE / quality; ✓ when the best of our grids beats EDM and both peers on both)", "",
+    lines = [f"**{name}: verdict** (RMSE / quality; ✓ when the best of our grids beats EDM and both peers on both; "
+             "quality margin: the best rival's quality minus ours, ± its paired bootstrap standard error, positive when "
+             "ours is better)", "",
              "| solver | NFE | best of ours by RMSE | its RMSE / quality | solver-aware | score-optimal (corrector) "
-             "| EDM rho = 7 | " + " | ".join(PEERS) + " | ✓ |", "|---|---:|---|---|---|---|---|" + "---|" * len(PEERS) + "---|"]
+             "| EDM rho = 7 | " + " | ".join(PEERS) + " | quality margin | ✓ |",
+             "|---|---:|---|---|---|---|---|" + "---|" * len(PEERS) + "---|---|"]
     for sampler in ("heun", "dpmpp2m"):
         for nfe in (k for k in VERDICT_NFE if k in nfes):
             ours = [by[(f"{sampler} / {g}", nfe)] for g in GRIDS if g != "edm" and (f"{sampler} / {g}", nfe) in by]
@@ -270,10 +301,12 @@ def verdict(name, rows, nfes):
             best = min(ours, key=lambda r: r["rmse"])
             rivals = [r for r in [edm, *peers] if r is not None]
             wins = all(best["rmse"] < r["rmse"] and best["quality"] < r["quality"] for r in rivals)
+            margin = quality_margin(best, min(rivals, key=lambda r: r["quality"]))
+            margin = "–" if margin is None else f"{margin[0]:+.3g} ± {margin[1]:.2g}"
             cell = lambda r: "–" if r is None else f"{r['rmse']:.4f} / {r['quality']:.3g}"  # noqa: E731
             lines.append(f"| {sampler} | {nfe} | {best['grid']} | {cell(best)} | {cell(by.get((f'{sampler} / solver-aware', nfe)))} "
                          f"| {cell(by.get((f'{sampler} / score-optimal (corrector)', nfe)))} | {cell(edm)} | "
-                         + " | ".join(cell(r) for r in peers) + f" | {'✓' if wins else '✗'} |")
+                         + " | ".join(cell(r) for r in peers) + f" | {margin} | {'✓' if wins else '✗'} |")
     return "\n".join(lines)
 
 
@@ -345,7 +378,7 @@ def main(argv=None) -> int:
             cfg, model, train_f, test_f = trained(name, source, a.train_minutes)
             with torch.enable_grad():
                 net = feature_net(name, train_f)
-            key = dict(model=model_fingerprint(cfg, model), nfe=nfes, n=n, ref=a.ref_steps)
+            key = dict(model=model_fingerprint(cfg, model), nfe=nfes, n=n, ref=a.ref_steps, bootstrap=BOOTSTRAP)
             rows, notes = cached(name, key, lambda: run_model(name, model, train_f, nfes, n,
                                                               lambda x: frechet(net, x, test_f), a.ref_steps, say=say))
             metric, desc = "Frechet distance to held-out data (classifier features)", source[5]
