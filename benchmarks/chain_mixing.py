@@ -56,10 +56,7 @@ def exact_panel(resolutions: list[float]) -> str:
             "bits/dim); chain bits/dim ÷ the T-step bound on the chain's items", "",
             "| T | bound (bits/dim) | resolution | without mixing | with mixing |", "|---:|---:|---:|---:|---:|"]
     for T in (20, 100):
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            bound = torch.stack([model.bound(x, T=T, t=torch.full((len(x),), (i + 0.5) / T), generator=g).bpd
-                                 for i in range(T) for _ in range(8)]).mean(0).numpy()
+        bound = bound_bpd(model, x.numpy(), T, draws=8 * T)  # every step 8 times
         for r in resolutions:
             ratios = []
             for mix in (False, True):
@@ -75,8 +72,7 @@ def model_panel(name: str, n: int, resolutions: list[float]) -> str:
     x = load_dataset(cfg.data, "test").x.numpy()
     x = x[:n] if n else x
     T = 100
-    with torch.no_grad():
-        bound = bound_bpd(model, x, T, draws=T)
+    bound = bound_bpd(model, x, T, draws=T)
     rows = [f"Model `{name}` on {len(x)} held-out examples ({cfg.data}), T = {T}; bound on all of them, every step: "
             f"{bound.mean():.4f} bits/dim", "",
             "| resolution | mixing | chain bits/dim | bound on its examples | chain ÷ bound | spent − bound per example (± s.e.) |",

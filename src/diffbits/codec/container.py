@@ -1,4 +1,5 @@
-"""The ``.dbits`` container, version 4 (3 with a chain that mixes the stack before each pop): a compact binary layout, every item checked.
+"""The ``.dbits`` container, version 4: a compact binary layout, every item checked. (Version 3 had
+the same layout, but its chain did not mix the stack before each pop, so its streams decode differently.)
 
     magic "dB" | version (1 byte) | flags (1 byte)
     [STREAM]  model fingerprint (6 bytes) | T | batch | resolution x 4 | the stream's layout
