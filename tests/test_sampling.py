@@ -7,7 +7,7 @@ import torch
 
 from diffbits import VDM
 from diffbits.grids import FIXED, Grid, fixed_grid
-from diffbits.samplers import SAMPLERS, steps_for_nfe
+from diffbits.samplers import SAMPLERS, sampler_for_nfe, steps_for_nfe
 from diffbits.schedules import FixedLinear, MonotoneNet, alpha_sigma
 
 S_DATA = 0.5  # data ~ N(0, S_DATA^2) per coordinate, in signal space
@@ -110,3 +110,25 @@ def test_grid_files_round_trip_and_reject_bad_grids(tmp_path):
     with pytest.raises(ValueError, match="unknown step schedule"):
         fixed_grid("karras", SCHED, 5)
     assert steps_for_nfe("heun", 10) == 5 and steps_for_nfe("dpmpp2m", 10) == 10
+
+
+@pytest.mark.parametrize("name,nfe,steps", [("heun", 5, 3), ("heun", 10, 5), ("heun", 3, 2), ("dpmpp2m", 7, 7),
+                                            ("ddim", 4, 4)])
+def test_a_call_budget_is_spent_exactly(name, nfe, steps):
+    """``sampler_for_nfe`` spends every call: an odd budget gives Heun a last Euler step, which is
+    exactly DDIM's step over the same interval."""
+    model, calls = GaussianModel(SCHED), []
+
+    def counted(z, gamma):
+        calls.append(1)
+        return model.eps_hat(z, gamma)
+    sampler, n = sampler_for_nfe(name, nfe)
+    gammas = fixed_grid("edm", SCHED, n).gamma
+    z = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    z_end = sampler(counted, z, gammas)
+    assert n == steps and len(calls) == nfe
+    if name == "heun" and nfe % 2:
+        before = SAMPLERS["heun"](model.eps_hat, z, gammas[:-1])
+        assert torch.allclose(z_end, SAMPLERS["ddim"](model.eps_hat, before, gammas[-2:]), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="at least"):
+        sampler_for_nfe(name, 1 if name == "heun" else 0)

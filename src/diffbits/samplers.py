@@ -12,6 +12,7 @@ The deterministic ones solve the probability-flow ODE, which in ``x = z / alpha`
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -25,7 +26,8 @@ EpsFn = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor], "Tensor | None"]
 Sampler = Callable[..., Tensor]
 
-__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "steps_for_nfe", "get_sampler", "EpsFn", "Callback"]
+__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "sampler_for_nfe", "steps_for_nfe",
+           "get_sampler", "EpsFn", "Callback"]
 
 
 def _at(gamma: Tensor, z: Tensor) -> Tensor:
@@ -71,15 +73,20 @@ def ddim(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: boo
 
 @torch.no_grad()
 def heun(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False,
-              callback: Callback | None = None) -> Tensor:
+              callback: Callback | None = None, euler_last: bool = False) -> Tensor:
     """EDM's second-order Heun step (Karras et al. 2022, Alg. 1) on ``dx/ds = eps_hat``,
-    ``s = exp(gamma / 2)``; two network calls per step (the grid never reaches s = 0)."""
+    ``s = exp(gamma / 2)``; two network calls per step (the grid never reaches s = 0).
+    ``euler_last``: the last step is a single Euler step (= DDIM), as EDM's step to s = 0 is,
+    so ``N`` steps cost ``2N - 1`` calls (``sampler_for_nfe`` uses it for an odd budget)."""
     for i in _steps(gammas, progress):
         (alpha_t, _), (alpha_s, _) = alpha_sigma(gammas[i]), alpha_sigma(gammas[i + 1])
         s_t, s_s = (gammas[i] / 2).exp(), (gammas[i + 1] / 2).exp()
         x = z / alpha_t
         d_t = eps_fn(z, _at(gammas[i], z))
         x_euler = x + (s_s - s_t) * d_t
+        if euler_last and i == len(gammas) - 2:
+            z = _after(callback, i, alpha_s * x_euler)
+            continue
         d_s = eps_fn(alpha_s * x_euler, _at(gammas[i + 1], z))
         z = _after(callback, i, alpha_s * (x + (s_s - s_t) * (d_t + d_s) / 2))
     return z
@@ -114,9 +121,19 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
-def steps_for_nfe(name: str, nfe: int) -> int:
-    """Grid steps that spend ``nfe`` network calls with sampler ``name``."""
+def sampler_for_nfe(name: str, nfe: int) -> tuple[Sampler, int]:
+    """The sampler ``name`` and the grid steps that spend exactly ``nfe`` network calls. Heun
+    spends an odd budget's last call on a last Euler step (``euler_last``, EDM's Alg. 1):
+    NFE 5 is two Heun steps and one Euler step, where ``nfe // 2`` would leave a call unused."""
+    get_sampler(name)
     steps = nfe // EVALS_PER_STEP[name]
     if steps < 1:
         raise ValueError(f"{name} needs at least {EVALS_PER_STEP[name]} network calls")
-    return steps
+    if name == "heun" and nfe % 2:
+        return partial(heun, euler_last=True), steps + 1
+    return SAMPLERS[name], steps
+
+
+def steps_for_nfe(name: str, nfe: int) -> int:
+    """Grid steps that spend ``nfe`` network calls with ``sampler_for_nfe(name, nfe)``'s sampler."""
+    return sampler_for_nfe(name, nfe)[1]
