@@ -67,18 +67,21 @@ def test_multistep_errors_are_dpmpp_2m_steps_from_the_reference(ref):
     assert np.isinf(E[2, 1, 5]) and np.isinf(E[1, 4, 4])
 
 
-@pytest.mark.parametrize("multistep", [False, True])
-def test_the_dynamic_programme_equals_brute_force(multistep):
+@pytest.mark.parametrize("kind", ["single-step", "multistep", "euler-last"])
+def test_the_dynamic_programme_equals_brute_force(kind):
     L, rng = 8, np.random.default_rng(3)
     first = np.triu(rng.random((L, L)), 1)
     first[first == 0] = np.inf
+    multistep = kind == "multistep"
     E = rng.random((L, L, L)) if multistep else first
+    last = 3 * np.triu(rng.random((L, L)), 1) if kind == "euler-last" else None  # Heun's last step costs otherwise
     for steps in range(1, L):
         paths = [[0, *mid, L - 1] for mid in itertools.combinations(range(1, L - 1), steps - 1)]
-        brute = min(path_cost(p, E, first) for p in paths)
-        path, value = best_path(E, steps, first if multistep else None)
+        brute = min(path_cost(p, E, first, last) for p in paths)
+        path, value = best_path(E, steps, first if multistep else None, last)
         assert len(path) == steps + 1 and path[0] == 0 and path[-1] == L - 1 and sorted(set(path)) == path
-        assert value == pytest.approx(brute, rel=1e-12) and path_cost(path, E, first) == pytest.approx(value, rel=1e-12)
+        assert value == pytest.approx(brute, rel=1e-12)
+        assert path_cost(path, E, first, last) == pytest.approx(value, rel=1e-12)
 
 
 @pytest.mark.parametrize("solver,steps", [("dpmpp2m", 5), ("heun", 3), ("ddim", 6)])
@@ -96,6 +99,21 @@ def test_on_gaussian_data_it_is_no_worse_than_score_optimal_on_fresh_noise(solve
         return rms(SAMPLERS[solver](EPS, z1, gammas) - target)
     assert error(grid.gamma) <= 1.001 * error(score)
     assert error(grid.gamma) <= 1.001 * min(error(fixed_grid(name, SCHED, steps).gamma) for name in FIXED)
+
+
+def test_an_odd_budget_fits_heun_with_a_last_euler_step():
+    """Heun at NFE 5: two Heun steps and a last Euler step; the fit walks that sampler, and its
+    grid is no worse on fresh noise than the fixed grids walked the same way."""
+    grid = solver_aware(MODEL, "heun", 3, levels=17, euler_last=True, generator=torch.Generator().manual_seed(3))
+    assert grid.info["euler_last"] and grid.info["error"] <= min(grid.info["candidate_errors"].values())
+    z1 = torch.randn(2048, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    target = exact_flow(z1, G_HI, G_LO)
+
+    def error(gammas):
+        return rms(SAMPLERS["heun"](EPS, z1, gammas, euler_last=True) - target)
+    assert error(grid.gamma) <= 1.001 * min(error(fixed_grid(name, SCHED, 3).gamma) for name in FIXED)
+    with pytest.raises(ValueError, match="Heun"):
+        solver_aware(MODEL, "dpmpp2m", 3, euler_last=True)
 
 
 def test_global_error_is_the_final_signal_error(ref):

@@ -16,7 +16,9 @@ the same starting noises (Align Your Steps, Sabour et al. 2024, chooses grids th
    with the least summed local error (a multistep solver's state is the pair (previous,
    current): ``O(N L^3)``).
 4. ``refine``: the best of the DP path, the fixed grids and any seeds (score-optimal), solved for real
-   from the same noises, is refined by coordinate descent on its true final error.
+   from the same noises, is refined by coordinate descent on its true final error, keeping only
+   moves that help the rows broadly (a paired test): one row can carry a third of the squared
+   error, and a move that suits only it does not carry over to fresh noise.
 
 Errors are RMS per coordinate: of ``z`` for a step, of the signal ``z / alpha`` at the end.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -33,7 +36,7 @@ from torch import Tensor
 
 from .grids import FIXED, Grid, fixed_grid, gamma_of, gamma_to_t
 from .progress import progress as progress_bar
-from .samplers import EpsFn, dpmpp_2m, get_sampler
+from .samplers import EpsFn, dpmpp_2m, get_sampler, heun
 from .schedules import alpha_sigma
 from .tensors import randn_like
 
@@ -42,7 +45,7 @@ __all__ = ["SOLVERS", "MULTISTEP", "Reference", "reference", "local_errors", "be
 
 SOLVERS = ("ddim", "heun", "dpmpp2m")  # deterministic: an error against the reference means something
 MULTISTEP = {"ddim": False, "heun": False, "dpmpp2m": True}
-LATTICE, SUBSTEPS, EXAMPLES = 65, 3, 16
+LATTICE, SUBSTEPS, EXAMPLES = 65, 2, 32
 HEUN_LEVELS, HEUN_ROWS = 33, 8  # Heun's local errors cost a network call per pair: every other level, half the rows
 
 
@@ -60,10 +63,6 @@ class Reference:
     @property
     def levels(self) -> int:
         return len(self.gamma)
-
-
-def _rms(v: Tensor) -> float:
-    return float(v.double().pow(2).mean().sqrt())
 
 
 def _signal(z: Tensor, gamma) -> Tensor:
@@ -180,19 +179,25 @@ def local_errors(ref: Reference, solver: str, eps_fn: EpsFn | None = None, span:
     return _linear_errors(ref, MULTISTEP[solver])
 
 
-def path_cost(path: list[int], errors: np.ndarray, first: np.ndarray | None = None) -> float:
+def path_cost(path: list[int], errors: np.ndarray, first: np.ndarray | None = None,
+              last: np.ndarray | None = None) -> float:
     """Summed local error along lattice indices ``path``; a multistep solver's ``errors`` are
-    ``E[p, i, j]`` and its first step costs ``first[i, j]``."""
+    ``E[p, i, j]`` and its first step costs ``first[i, j]``; a single-step solver's last step
+    costs ``last[i, j]`` where given (Heun's last Euler step)."""
     if errors.ndim == 2:
-        return float(sum(errors[a, b] for a, b in zip(path, path[1:])))
+        cost = [(last if last is not None and k == len(path) - 2 else errors)[a, b]
+                for k, (a, b) in enumerate(zip(path, path[1:]))]
+        return float(sum(cost))
     cost = float(first[path[0], path[1]])
     return cost + float(sum(errors[p, i, j] for p, i, j in zip(path, path[1:], path[2:])))
 
 
-def best_path(errors: np.ndarray, steps: int, first: np.ndarray | None = None) -> tuple[list[int], float]:
+def best_path(errors: np.ndarray, steps: int, first: np.ndarray | None = None,
+              last: np.ndarray | None = None) -> tuple[list[int], float]:
     """The ``steps``-step path of lattice indices ``0 -> L-1`` with the least ``path_cost``,
-    by dynamic programming: ``C_k[j] = min_i C_{k-1}[i] + E[i, j]``, or for a multistep solver
-    over pairs, ``C_k[i, j] = min_p C_{k-1}[p, i] + E[p, i, j]`` with ``C_1[0, j] = first[0, j]``."""
+    by dynamic programming: ``C_k[j] = min_i C_{k-1}[i] + E[i, j]`` (``last`` in place of ``E``
+    on the last step, where given), or for a multistep solver over pairs,
+    ``C_k[i, j] = min_p C_{k-1}[p, i] + E[p, i, j]`` with ``C_1[0, j] = first[0, j]``."""
     L = errors.shape[-1]
     if not 1 <= steps <= L - 1:
         raise ValueError(f"{steps} steps do not fit a lattice of {L} levels")
@@ -201,10 +206,11 @@ def best_path(errors: np.ndarray, steps: int, first: np.ndarray | None = None) -
     back = []
     if errors.ndim == 2:
         errors = np.where(forward, errors, np.inf)
+        final = errors if last is None else np.where(forward, last, np.inf)
         cost = np.full(L, np.inf)
         cost[0] = 0.0
-        for _ in range(steps):
-            total = cost[:, None] + errors  # (i, j)
+        for k in range(steps):
+            total = cost[:, None] + (final if k == steps - 1 else errors)  # (i, j)
             back.append(total.argmin(0))
             cost = total.min(0)
         path = [L - 1]
@@ -256,32 +262,49 @@ class _Memo:
         self.used = []
 
 
+def _sampler(solver: str, euler_last: bool):
+    if euler_last and solver != "heun":
+        raise ValueError(f"a last Euler step is Heun's (an odd call budget), not {solver}'s")
+    return partial(heun, euler_last=True) if euler_last else get_sampler(solver)
+
+
+def _squared_errors(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, euler_last: bool) -> Tensor:
+    """Each reference row's mean squared error of the final signal when ``solver`` walks ``gammas``."""
+    z = _sampler(solver, euler_last)(eps_fn, ref.z[0], gammas.to(ref.z.dtype))
+    return (_signal(z, gammas[-1]) - ref.x_end).double().pow(2).flatten(1).mean(1)
+
+
 @torch.no_grad()
-def global_error(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor) -> float:
+def global_error(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, euler_last: bool = False) -> float:
     """RMS error of the final signal when ``solver`` walks ``gammas`` from the reference's noises."""
-    z = get_sampler(solver)(eps_fn, ref.z[0], gammas.to(ref.z.dtype))
-    return _rms(_signal(z, gammas[-1]) - ref.x_end)
+    return float(_squared_errors(eps_fn, ref, solver, gammas, euler_last).mean().sqrt())
 
 
-def refine(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, sweeps: int = 3,
-           progress: bool = False) -> tuple[Tensor, float, int]:
+@torch.no_grad()
+def refine(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, sweeps: int = 2,
+           progress: bool = False, euler_last: bool = False, test: float = 1.0) -> tuple[Tensor, float, int]:
     """Coordinate descent on the true error: each interior level in turn tries moving a share
-    ``1/2, 1/4, ...`` (one per sweep) of the way to either neighbour, keeping any move that lowers
-    ``global_error``. Returns ``(gammas, error, network calls)``."""
+    ``1/2, 1/4, ...`` (one per sweep) of the way to either neighbour, keeping a move when it lowers
+    the mean squared error by more than ``test`` standard errors of the paired per-row change.
+    One row can carry a third of the squared error: a move that only suits it does not carry over
+    to fresh noise, so a move must help the rows broadly. Returns ``(gammas, RMS error, calls)``."""
     memo = _Memo(eps_fn)
     g = gammas.double().clone()
-    best = global_error(memo, ref, solver, g)
+    best = _squared_errors(memo, ref, solver, g, euler_last)
     memo.settle(True)
     moves = [(s, m, d) for s in range(sweeps) for m in range(1, len(g) - 1) for d in (-1, 1)]
     for s, m, d in progress_bar(moves, desc=f"refine ({solver})", enabled=progress):
         share = 0.5 ** (s + 1)
         trial = g.clone()
         trial[m] = g[m] + share * (g[m - 1] - g[m] if d > 0 else g[m + 1] - g[m])
-        e = global_error(memo, ref, solver, trial)
-        memo.settle(e < best)
-        if e < best:
+        e = _squared_errors(memo, ref, solver, trial, euler_last)
+        change = e - best
+        se = float(change.std() / math.sqrt(len(change))) if len(change) > 1 else 0.0
+        better = float(change.mean()) < -test * se and float(change.mean()) < 0
+        memo.settle(better)
+        if better:
             g, best = trial, e
-    return g, best, memo.calls
+    return g, float(best.mean().sqrt()), memo.calls
 
 
 def _check(solver: str) -> None:
@@ -292,14 +315,16 @@ def _check(solver: str) -> None:
 
 def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | None = None,
                  examples: int = EXAMPLES, levels: int = LATTICE, substeps: int = SUBSTEPS, span: int | None = None,
-                 sweeps: int = 3, generator: torch.Generator | None = None, progress: bool = False,
-                 eps_fn: Callable | None = None) -> Grid:
+                 sweeps: int = 2, generator: torch.Generator | None = None, progress: bool = False,
+                 eps_fn: Callable | None = None, euler_last: bool = False, test: float = 1.0) -> Grid:
     """The ``steps``-step grid for ``solver`` on ``model`` (its ``schedule`` and ``eps_hat``):
     reference, local errors, DP, then ``refine`` from the best of the DP path, the fixed grids
     (``grids.FIXED``) and ``seeds`` (name -> decreasing gammas over the model's range, e.g. the
     score-optimal grid). ``info``
-    records each candidate's true error, the chosen one, the network calls and the seconds."""
+    records each candidate's true error, the chosen one, the network calls and the seconds.
+    ``euler_last``: Heun's last step is an Euler step (``samplers.sampler_for_nfe``, odd budgets)."""
     _check(solver)
+    _sampler(solver, euler_last)
     tic = time.perf_counter()
     eps_fn = eps_fn or model.eps_hat
     g_lo, g_hi = (float(v) for v in gamma_of(model.schedule, torch.tensor([0.0, 1.0])))
@@ -313,10 +338,12 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
         steps_span = span or min(lattice.levels - 1, max(4, math.ceil(3 * (lattice.levels - 1) / steps)))
         E, extra = _heun_errors(eps_fn, lattice, steps_span, progress)
         calls, first = calls + extra * lattice.z.shape[1] / examples, None
+        last = _linear_errors(lattice, False) if euler_last else None  # Euler = DDIM: no calls
     else:
         E = _linear_errors(ref, MULTISTEP[solver])
         first = _linear_errors(ref, False) if MULTISTEP[solver] else None
-    path, dp_cost = best_path(E, steps, first)
+        last = None
+    path, dp_cost = best_path(E, steps, first, last)
     fixed = {name: fixed_grid(name, model.schedule, steps).gamma for name in FIXED}
     candidates = {"dynamic programme": lattice.gamma[path]}
     for name, g in {**fixed, **(seeds or {})}.items():
@@ -324,15 +351,15 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
             g = g.double().clone()
             g[0], g[-1] = g_hi, g_lo
             candidates[name] = g
-    errors = {name: global_error(eps_fn, ref, solver, g) for name, g in candidates.items()}
+    errors = {name: global_error(eps_fn, ref, solver, g, euler_last) for name, g in candidates.items()}
     start = min(errors, key=errors.get)
-    gammas, err, refine_calls = refine(eps_fn, ref, solver, candidates[start], sweeps, progress)
-    per_solve = 2 * steps if solver == "heun" else steps
+    gammas, err, refine_calls = refine(eps_fn, ref, solver, candidates[start], sweeps, progress, euler_last, test)
+    per_solve = 2 * steps - euler_last if solver == "heun" else steps
     calls += len(candidates) * per_solve + refine_calls
     t = gamma_to_t(model.schedule, gammas)
     t[0], t[-1] = 1.0, 0.0
     grid = Grid(t, gammas, f"solver-aware ({solver})")
-    grid.info.update(sampler=solver, error=err, start=start, candidate_errors=errors, dp_cost=dp_cost,
+    grid.info.update(sampler=solver, euler_last=euler_last, error=err, start=start, candidate_errors=errors, dp_cost=dp_cost,
                      lattice=levels, dp_lattice=lattice.levels, substeps=substeps, examples=examples,
                      network_calls=round(calls), rows_per_call=examples, seconds=time.perf_counter() - tic)
     return grid
