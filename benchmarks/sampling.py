@@ -3,21 +3,28 @@
 Models: the recipe's models on digits and MNIST (the shipped ``digits`` and ``mnist``, 60
 minutes each) and on the recipe panel's RGB photo patches (``--photos-run``, trained here with
 no flags for 8 minutes if missing); optionally the exact denoiser of a 2-D Gaussian mixture
-(``gmm``: its density is known). For NFE in ``--nfe``, the solvers ancestral, DDIM, Heun and
-DPM-Solver++(2M) on the grids uniform-t, EDM rho = 7, score-optimal (corrector and predictor
+(``gmm``: its density is known). For NFE in ``--nfe``, the solvers ancestral, DDIM, Heun (an odd budget's
+last call an Euler step, as EDM's and the peers' Heun) and DPM-Solver++(2M) on the grids uniform-t, EDM rho = 7, score-optimal (corrector and predictor
 costs) and solver-aware (deterministic solvers; fitted on other noises than the ones measured
-here), beside two peers driving the same network: k-diffusion's ``sample_dpmpp_2m`` +
-``get_sigmas_karras`` and diffusers' ``DPMSolverMultistepScheduler(use_karras_sigmas=True)``.
+here), beside four peers driving the same network on Karras sigmas: DPM-Solver++(2M) from
+k-diffusion (``sample_dpmpp_2m``) and diffusers (``DPMSolverMultistepScheduler``), and Heun from
+k-diffusion (``sample_heun``) and diffusers (``HeunDiscreteScheduler``); each solver is judged
+against the peers running it.
 All from the same initial noise:
 - RMSE (signal space, per coordinate) to a ``--ref-steps`` DPM-Solver++(2M) reference on a
-  uniform log-SNR grid (deterministic solvers only: ancestral draws fresh noise);
+  uniform log-SNR grid (deterministic solvers only: ancestral draws fresh noise); a peer that
+  ends at s = 0 (Heun's last Euler step) is held to the reference's end denoised the same way;
 - Frechet distance to held-out data in the features of a small classifier trained here
   (digits: its labels; MNIST and the photo patches: rotation prediction); the reference's own
-  distance is the floor an exact solver reaches; its standard error comes from a paired bootstrap
-  (every method's samples start from the same noises, resampled with the same indices);
+  distance is the floor an exact solver reaches;
+- Frechet distance to the reference's own samples from the same noises (the same features):
+  what the solver changes in the samples, with the model's error taken out;
+- for each, a paired bootstrap standard error (every method's samples start from the same
+  noises, resampled with the same indices): one sample can carry a third of a method's squared
+  error, so a difference means something only beside its standard error;
 - on the mixture: mean exact negative log-likelihood of the samples (nats).
-Each model's rows are cached (``.cache/sampling/rows-NAME.json``, keyed by its weights and the
-settings), so an interrupted run resumes. Prints the tables and the issue's verdict at NFE 5,
+Each model's rows are cached (``.cache/sampling/rows-NAME.json``, keyed by its weights, the
+settings and the code that makes them), so an interrupted run resumes. Prints the tables and the issue's verdict at NFE 5,
 10, 20, plots RMSE and Frechet distance against NFE and appends to ``benchmarks/RESULTS.md``.
 
     python benchmarks/sampling.py [--models digits,mnist,photos] [--nfe 5,8,10,15,20]
@@ -46,7 +53,7 @@ from diffbits.bound import data_to_signal  # noqa: E402
 from diffbits.data import load_dataset  # noqa: E402
 from diffbits.grids import fixed_grid  # noqa: E402
 from diffbits.runs import load_run, model_fingerprint  # noqa: E402
-from diffbits.samplers import SAMPLERS, steps_for_nfe  # noqa: E402
+from diffbits.samplers import EVALS_PER_STEP, SAMPLERS, sampler_for_nfe  # noqa: E402
 from diffbits.schedules import Cosine, alpha_sigma  # noqa: E402
 from diffbits.score_optimal import probe_costs, score_optimal  # noqa: E402
 from diffbits.solver_aware import SOLVERS, solver_aware  # noqa: E402
@@ -185,26 +192,55 @@ def frechet(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[float, li
     return _frechet_from(fa, fb), [_frechet_from(fa[i], fb) for i in idx]
 
 
-def _quality(value) -> dict:
-    """A row's quality fields: the value, and its bootstrap resamples where the metric has them."""
+@torch.no_grad()
+def frechet_to_reference(net: nn.Module, a: torch.Tensor, ref: torch.Tensor) -> tuple[float, list[float]]:
+    """The Frechet distance between the features of samples ``a`` and of the reference solver's
+    samples from the same noises: what the solver changes, with the model's own error taken out.
+    Bootstrap as ``frechet``, resampling each pair (a_i, ref_i) together."""
+    fa, fr = net.body(a.float()).double().numpy(), net.body(ref.float()).double().numpy()
+    idx = np.random.default_rng(0).integers(0, len(fa), (BOOTSTRAP, len(fa)))
+    return _frechet_from(fa, fr), [_frechet_from(fa[i], fr[i]) for i in idx]
+
+
+def _errors(x: torch.Tensor, ref: torch.Tensor) -> dict:
+    """RMSE to the reference, and each sample's mean squared error (for its paired bootstrap)."""
+    sq = (x - ref).double().pow(2).flatten(1).mean(1)
+    return {"rmse": float(sq.mean().sqrt()), "sq_errors": sq.tolist()}
+
+
+def _quality(value, key: str = "quality") -> dict:
+    """A row's ``key`` fields: the value, and its bootstrap resamples where the metric has them."""
+    if value is None:
+        return {}
     if isinstance(value, tuple):
-        return {"quality": value[0], "quality_boot": value[1]}
-    return {"quality": value}
+        return {key: value[0], f"{key}_boot": value[1]}
+    return {key: value}
 
 
-def quality_margin(ours: dict, rival: dict) -> tuple[float, float] | None:
-    """rival's quality minus ours (positive: ours is better) and its paired bootstrap standard error."""
-    if "quality_boot" not in ours or "quality_boot" not in rival:
+def _boot(row: dict, key: str) -> np.ndarray | None:
+    if key == "rmse":  # the RMSE on the same bootstrap indices as the distances
+        if "sq_errors" not in row:
+            return None
+        sq = np.asarray(row["sq_errors"])
+        idx = np.random.default_rng(0).integers(0, len(sq), (BOOTSTRAP, len(sq)))
+        return np.sqrt(sq[idx].mean(1))
+    return np.asarray(row[f"{key}_boot"]) if f"{key}_boot" in row else None
+
+
+def margin(ours: dict, rival: dict, key: str = "quality") -> tuple[float, float] | None:
+    """rival's ``key`` (rmse, quality or fidelity) minus ours, positive when ours is better (all
+    are lower-is-better), and its paired bootstrap standard error."""
+    a, b = _boot(ours, key), _boot(rival, key)
+    if a is None or b is None:
         return None
-    d = np.asarray(rival["quality_boot"]) - np.asarray(ours["quality_boot"])
-    return rival["quality"] - ours["quality"], float(d.std(ddof=1))
+    return rival[key] - ours[key], float((b - a).std(ddof=1))
 
 
 # -- one model --------------------------------------------------------------------------------
 
-def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=print):
-    """Rows ``{method, sampler, grid, nfe, rmse, quality, seconds}`` for one model, and notes
-    (the reference's quality, the cost of each computed grid)."""
+def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=print, fidelity=lambda x, ref: None):
+    """Rows ``{method, sampler, grid, nfe, rmse, sq_errors, quality, fidelity, seconds}`` for one
+    model, and notes (the reference's quality, the cost of each computed grid)."""
     torch.manual_seed(seed)
     z = randn_like(torch.empty((n,) + tuple(model.data_shape)), torch.Generator().manual_seed(seed))
     eps_fn = lambda zz, g: model.eps_hat(zz, g)  # noqa: E731
@@ -214,7 +250,10 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
 
     ref_grid = fixed_grid("uniform-logsnr", model.schedule, ref_steps)
     tic = time.time()
-    ref = finish(SAMPLERS["dpmpp2m"](eps_fn, z, ref_grid.gamma.to(z.dtype)), ref_grid.gamma[-1])
+    z_ref = SAMPLERS["dpmpp2m"](eps_fn, z, ref_grid.gamma.to(z.dtype))
+    ref = finish(z_ref, ref_grid.gamma[-1])
+    alpha_lo, sigma_lo = alpha_sigma(ref_grid.gamma[-1].to(z.dtype))
+    ref_x0 = (z_ref - sigma_lo * eps_fn(z_ref, ref_grid.gamma[-1].to(z.dtype).expand(len(z)))) / alpha_lo  # D at the end
     notes = {"reference_quality": _quality(quality(ref))["quality"], "reference_s": time.time() - tic, "grid_s": {}}
     say(f"[{name}] reference: {ref_steps} steps in {notes['reference_s']:.0f} s, quality {notes['reference_quality']:.4g}")
     f_probe = f_train[torch.randperm(len(f_train), generator=torch.Generator().manual_seed(1))[:256]]
@@ -226,7 +265,8 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
     rows = []
     for nfe in nfes:
         for sampler in SAMPLERS:
-            steps = steps_for_nfe(sampler, nfe)
+            walk, steps = sampler_for_nfe(sampler, nfe)
+            euler_last = steps * EVALS_PER_STEP[sampler] > nfe  # Heun on an odd budget: a last Euler step
             grids = {"uniform-t": fixed_grid("uniform-t", model.schedule, steps).gamma,
                      "edm": fixed_grid("edm", model.schedule, steps).gamma}
             for variant, c in costs.items():
@@ -234,24 +274,29 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
             if sampler in SOLVERS:
                 tic = time.time()
                 seeds = {k: v for k, v in grids.items() if k.startswith("score-optimal")}
-                fit = solver_aware(model, sampler, steps, seeds=seeds, generator=torch.Generator().manual_seed(1234))
+                fit = solver_aware(model, sampler, steps, seeds=seeds, generator=torch.Generator().manual_seed(1234),
+                                   euler_last=euler_last)
                 notes["grid_s"][f"solver-aware {sampler} NFE {nfe}"] = time.time() - tic
                 grids["solver-aware"] = fit.gamma
             for grid_name, gammas in grids.items():
                 gen = torch.Generator().manual_seed(seed + 1)
                 tic = time.time()
-                x = finish(SAMPLERS[sampler](eps_fn, z, gammas.to(z.dtype), generator=gen), gammas[-1])
-                rmse = float((x - ref).pow(2).mean().sqrt()) if sampler != "ancestral" else float("nan")
+                x = finish(walk(eps_fn, z, gammas.to(z.dtype), generator=gen), gammas[-1])
+                errors = _errors(x, ref) if sampler != "ancestral" else {"rmse": float("nan")}
                 rows.append(dict(method=f"{sampler} / {grid_name}", sampler=sampler, grid=grid_name, nfe=nfe,
-                                 rmse=rmse, **_quality(quality(x)), seconds=time.time() - tic))
-        for peer, fn in PEERS.items():
+                                 **errors, **_quality(quality(x)), **_quality(fidelity(x, ref), "fidelity"),
+                                 seconds=time.time() - tic))
+        for peer, (solver, fn, at_zero) in PEERS.items():
             try:
+                tic = time.time()
                 x = fn(model, z, nfe)
             except MissingPeer as e:
                 say(f"[{name}] {peer}: skipped ({e})")
                 continue
-            rows.append(dict(method=peer, sampler="peer", grid=peer, nfe=nfe, rmse=float((x - ref).pow(2).mean().sqrt()),
-                             **_quality(quality(x)), seconds=0.0))
+            target = ref_x0 if at_zero else ref  # a peer that ends at s = 0 is held to the reference's denoised end
+            rows.append(dict(method=peer, sampler="peer", grid=peer, nfe=nfe, **_errors(x, target),
+                             **_quality(quality(x)), **_quality(fidelity(x, target), "fidelity"),
+                             seconds=time.time() - tic))
         say(f"[{name}] NFE {nfe} done")
     return rows, notes
 
@@ -262,7 +307,8 @@ def table(name, desc, rows, nfes, metric, notes):
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by = {(r["method"], r["nfe"]): r for r in rows}
     fits = {k: v for k, v in notes["grid_s"].items() if k.startswith("solver-aware")}
-    out = [f"**{name}** ({desc}): RMSE to the reference / {metric}, by NFE", "",
+    out = [f"**{name}** ({desc}): RMSE to the reference / {metric}"
+           + (" / the same to the reference's samples" if any("fidelity" in r for r in rows) else "") + ", by NFE", "",
            f"- the reference's own {metric.split(' (')[0]}: {notes['reference_quality']:.4g} (the floor an exact solver reaches)",
            "- score-optimal probe costs (100 levels, shared by every NFE): " + ", ".join(
                f"{k.split('(')[1].split(')')[0]} {v:.1f} s" for k, v in notes["grid_s"].items() if "costs" in k),
@@ -274,39 +320,54 @@ def table(name, desc, rows, nfes, metric, notes):
         cells = []
         for k in nfes:
             r = by.get((m, k))
-            cells.append("" if r is None else (f"{r['rmse']:.4f} / {r['quality']:.3g}" if not math.isnan(r["rmse"])
-                                               else f"– / {r['quality']:.3g}"))
+            cells.append("" if r is None else _cell(r))
         out.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
+def _cell(r) -> str:
+    """RMSE / Frechet distance to held-out data / to the reference's samples (where measured)."""
+    if r is None:
+        return "–"
+    rmse = "–" if math.isnan(r["rmse"]) else f"{r['rmse']:.4f}"
+    return " / ".join([rmse, f"{r['quality']:.3g}"] + ([f"{r['fidelity']:.3g}"] if "fidelity" in r else []))
+
+
+def _margin(best: dict, rivals: list[dict], key: str) -> str:
+    m = margin(best, min(rivals, key=lambda r: r[key]), key) if all(key in r for r in [best, *rivals]) else None
+    return "–" if m is None else f"{m[0]:+.3g} ± {m[1]:.2g}"
+
+
 def verdict(name, rows, nfes):
     """The issue's criterion: for Heun and DPM-Solver++(2M) at NFE 5, 10, 20, the best of our
-    grids (other than EDM) against EDM rho = 7 and both peers, in RMSE and in the quality metric
-    (both lower is better); the paper's corrector grid beside it."""
+    grids (other than EDM) against EDM rho = 7 and the peers running the same solver, in RMSE and in
+    the Frechet distance to held-out data (both lower is better); the paper's corrector grid beside
+    it, and each margin to the best rival with its paired bootstrap standard error."""
     by = {(r["method"], r["nfe"]): r for r in rows}
-    lines = [f"**{name}: verdict** (RMSE / quality; ✓ when the best of our grids beats EDM and both peers on both; "
-             "quality margin: the best rival's quality minus ours, ± its paired bootstrap standard error, positive when "
-             "ours is better)", "",
-             "| solver | NFE | best of ours by RMSE | its RMSE / quality | solver-aware | score-optimal (corrector) "
-             "| EDM rho = 7 | " + " | ".join(PEERS) + " | quality margin | ✓ |",
-             "|---|---:|---|---|---|---|---|" + "---|" * len(PEERS) + "---|---|"]
+    lines = [f"**{name}: verdict** (cells: RMSE / Frechet distance to held-out data / to the reference's samples; "
+             "✓ when the best of our grids beats EDM rho = 7 and both same-solver peers in RMSE and in distance to "
+             "held-out data; margins: the best rival's value minus ours, ± the paired bootstrap standard error, "
+             "positive when ours is better)", "",
+             "| solver | NFE | best of ours by RMSE | it | solver-aware | score-optimal (corrector) | EDM rho = 7 "
+             "| k-diffusion, same solver | diffusers, same solver | RMSE margin | held-out distance margin "
+             "| reference distance margin | ✓ |",
+             "|---|---:|---|---|---|---|---|---|---|---|---|---|---|"]
     for sampler in ("heun", "dpmpp2m"):
         for nfe in (k for k in VERDICT_NFE if k in nfes):
             ours = [by[(f"{sampler} / {g}", nfe)] for g in GRIDS if g != "edm" and (f"{sampler} / {g}", nfe) in by]
             edm = by.get((f"{sampler} / edm", nfe))
-            peers = [by.get((p, nfe)) for p in PEERS]
+            peers = [by.get((p, nfe)) for p, (solver, *_) in PEERS.items() if solver == sampler]
             if not ours or edm is None:
                 continue
             best = min(ours, key=lambda r: r["rmse"])
             rivals = [r for r in [edm, *peers] if r is not None]
             wins = all(best["rmse"] < r["rmse"] and best["quality"] < r["quality"] for r in rivals)
-            margin = quality_margin(best, min(rivals, key=lambda r: r["quality"]))
-            margin = "–" if margin is None else f"{margin[0]:+.3g} ± {margin[1]:.2g}"
-            cell = lambda r: "–" if r is None else f"{r['rmse']:.4f} / {r['quality']:.3g}"  # noqa: E731
-            lines.append(f"| {sampler} | {nfe} | {best['grid']} | {cell(best)} | {cell(by.get((f'{sampler} / solver-aware', nfe)))} "
-                         f"| {cell(by.get((f'{sampler} / score-optimal (corrector)', nfe)))} | {cell(edm)} | "
-                         + " | ".join(cell(r) for r in peers) + f" | {margin} | {'✓' if wins else '✗'} |")
+            lines.append(f"| {sampler} | {nfe} | {best['grid']} | {_cell(best)} "
+                         f"| {_cell(by.get((f'{sampler} / solver-aware', nfe)))} "
+                         f"| {_cell(by.get((f'{sampler} / score-optimal (corrector)', nfe)))} | {_cell(edm)} | "
+                         + " | ".join(_cell(r) for r in peers) + " | "
+                         + " | ".join(_margin(best, rivals, k) for k in ("rmse", "quality", "fidelity"))
+                         + f" | {'✓' if wins else '✗'} |")
     return "\n".join(lines)
 
 
@@ -332,6 +393,20 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def code_fingerprint() -> str:
+    """A hash of the code that makes the rows (samplers, grids, fits, peers): a change recomputes them."""
+    import hashlib
+
+    import diffbits.grids
+    import diffbits.samplers
+    import diffbits.score_optimal
+    import diffbits.solver_aware
+    import peers.samplers
+    files = [m.__file__ for m in (diffbits.grids, diffbits.samplers, diffbits.score_optimal, diffbits.solver_aware,
+                                  peers.samplers)]
+    return hashlib.sha1(b"".join(Path(f).read_bytes() for f in files)).hexdigest()[:12]
 
 
 def cached(name: str, key: dict, compute):
@@ -378,9 +453,11 @@ def main(argv=None) -> int:
             cfg, model, train_f, test_f = trained(name, source, a.train_minutes)
             with torch.enable_grad():
                 net = feature_net(name, train_f)
-            key = dict(model=model_fingerprint(cfg, model), nfe=nfes, n=n, ref=a.ref_steps, bootstrap=BOOTSTRAP)
-            rows, notes = cached(name, key, lambda: run_model(name, model, train_f, nfes, n,
-                                                              lambda x: frechet(net, x, test_f), a.ref_steps, say=say))
+            key = dict(model=model_fingerprint(cfg, model), nfe=nfes, n=n, ref=a.ref_steps, bootstrap=BOOTSTRAP,
+                       code=code_fingerprint())
+            rows, notes = cached(name, key, lambda: run_model(
+                name, model, train_f, nfes, n, lambda x: frechet(net, x, test_f), a.ref_steps, say=say,
+                fidelity=lambda x, ref: frechet_to_reference(net, x, ref)))
             metric, desc = "Frechet distance to held-out data (classifier features)", source[5]
         say(f"[{name}] {time.time() - tic:.0f} s")
         results[name] = rows
