@@ -181,25 +181,20 @@ def _frechet_from(fa: np.ndarray, fb: np.ndarray) -> float:
     return float(((ma - mb) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
 
 
+def _resamples(n: int) -> np.ndarray:
+    """``BOOTSTRAP`` index sets over ``n`` samples; the same for every method, so resamples pair up."""
+    return np.random.default_rng(0).integers(0, n, (BOOTSTRAP, n))
+
+
 @torch.no_grad()
-def frechet(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[float, list[float]]:
-    """The Frechet distance between the features of samples ``a`` and data ``b``, and its value on
-    ``BOOTSTRAP`` resamples of ``a``. The resampled indices depend only on ``len(a)``, and every
-    method's sample i starts from the same noise i, so two methods' resamples are paired: the spread
-    of their difference is the standard error of the difference."""
+def frechet(net: nn.Module, a: torch.Tensor, b: torch.Tensor, paired: bool = False) -> tuple[float, list[float]]:
+    """The Frechet distance between the features of samples ``a`` and ``b``, and its value on
+    ``BOOTSTRAP`` resamples of ``a`` (``paired``: of each pair (a_i, b_i) together, for ``b`` the
+    reference solver's samples from the same noises; otherwise ``b`` is held-out data, kept whole).
+    Every method's sample i starts from the same noise i and the resamples are the same, so two
+    methods' resamples are paired: the spread of their difference is its standard error."""
     fa, fb = net.body(a.float()).double().numpy(), net.body(b.float()).double().numpy()
-    idx = np.random.default_rng(0).integers(0, len(fa), (BOOTSTRAP, len(fa)))
-    return _frechet_from(fa, fb), [_frechet_from(fa[i], fb) for i in idx]
-
-
-@torch.no_grad()
-def frechet_to_reference(net: nn.Module, a: torch.Tensor, ref: torch.Tensor) -> tuple[float, list[float]]:
-    """The Frechet distance between the features of samples ``a`` and of the reference solver's
-    samples from the same noises: what the solver changes, with the model's own error taken out.
-    Bootstrap as ``frechet``, resampling each pair (a_i, ref_i) together."""
-    fa, fr = net.body(a.float()).double().numpy(), net.body(ref.float()).double().numpy()
-    idx = np.random.default_rng(0).integers(0, len(fa), (BOOTSTRAP, len(fa)))
-    return _frechet_from(fa, fr), [_frechet_from(fa[i], fr[i]) for i in idx]
+    return _frechet_from(fa, fb), [_frechet_from(fa[i], fb[i] if paired else fb) for i in _resamples(len(fa))]
 
 
 def _errors(x: torch.Tensor, ref: torch.Tensor) -> dict:
@@ -222,8 +217,7 @@ def _boot(row: dict, key: str) -> np.ndarray | None:
         if "sq_errors" not in row:
             return None
         sq = np.asarray(row["sq_errors"])
-        idx = np.random.default_rng(0).integers(0, len(sq), (BOOTSTRAP, len(sq)))
-        return np.sqrt(sq[idx].mean(1))
+        return np.sqrt(sq[_resamples(len(sq))].mean(1))
     return np.asarray(row[f"{key}_boot"]) if f"{key}_boot" in row else None
 
 
@@ -457,7 +451,7 @@ def main(argv=None) -> int:
                        code=code_fingerprint())
             rows, notes = cached(name, key, lambda: run_model(
                 name, model, train_f, nfes, n, lambda x: frechet(net, x, test_f), a.ref_steps, say=say,
-                fidelity=lambda x, ref: frechet_to_reference(net, x, ref)))
+                fidelity=lambda x, ref: frechet(net, x, ref, paired=True)))
             metric, desc = "Frechet distance to held-out data (classifier features)", source[5]
         say(f"[{name}] {time.time() - tic:.0f} s")
         results[name] = rows

@@ -115,10 +115,13 @@ SAMPLERS: dict[str, Sampler] = {"ancestral": ancestral, "ddim": ddim, "heun": he
 EVALS_PER_STEP = {"ancestral": 1, "ddim": 1, "heun": 2, "dpmpp2m": 1}
 
 
-def get_sampler(name: str) -> Sampler:
+def get_sampler(name: str, euler_last: bool = False) -> Sampler:
+    """The sampler ``name``; with ``euler_last``, Heun whose last step is an Euler step."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]
+    if euler_last and name != "heun":
+        raise ValueError(f"a last Euler step is Heun's (an odd call budget), not {name}'s")
+    return partial(heun, euler_last=True) if euler_last else SAMPLERS[name]
 
 
 def sampler_for_nfe(name: str, nfe: int) -> tuple[Sampler, int]:
@@ -129,9 +132,8 @@ def sampler_for_nfe(name: str, nfe: int) -> tuple[Sampler, int]:
     steps = nfe // EVALS_PER_STEP[name]
     if steps < 1:
         raise ValueError(f"{name} needs at least {EVALS_PER_STEP[name]} network calls")
-    if name == "heun" and nfe % 2:
-        return partial(heun, euler_last=True), steps + 1
-    return SAMPLERS[name], steps
+    euler_last = name == "heun" and nfe % 2 == 1
+    return get_sampler(name, euler_last), steps + euler_last
 
 
 def steps_for_nfe(name: str, nfe: int) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -36,7 +35,7 @@ from torch import Tensor
 
 from .grids import FIXED, Grid, fixed_grid, gamma_of, gamma_to_t
 from .progress import progress as progress_bar
-from .samplers import EpsFn, dpmpp_2m, get_sampler, heun
+from .samplers import EpsFn, dpmpp_2m, get_sampler
 from .schedules import alpha_sigma
 from .tensors import randn_like
 
@@ -262,15 +261,9 @@ class _Memo:
         self.used = []
 
 
-def _sampler(solver: str, euler_last: bool):
-    if euler_last and solver != "heun":
-        raise ValueError(f"a last Euler step is Heun's (an odd call budget), not {solver}'s")
-    return partial(heun, euler_last=True) if euler_last else get_sampler(solver)
-
-
 def _squared_errors(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, euler_last: bool) -> Tensor:
     """Each reference row's mean squared error of the final signal when ``solver`` walks ``gammas``."""
-    z = _sampler(solver, euler_last)(eps_fn, ref.z[0], gammas.to(ref.z.dtype))
+    z = get_sampler(solver, euler_last)(eps_fn, ref.z[0], gammas.to(ref.z.dtype))
     return (_signal(z, gammas[-1]) - ref.x_end).double().pow(2).flatten(1).mean(1)
 
 
@@ -300,7 +293,7 @@ def refine(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, sweeps: i
         e = _squared_errors(memo, ref, solver, trial, euler_last)
         change = e - best
         se = float(change.std() / math.sqrt(len(change))) if len(change) > 1 else 0.0
-        better = float(change.mean()) < -test * se and float(change.mean()) < 0
+        better = float(change.mean()) < -max(test, 0.0) * se
         memo.settle(better)
         if better:
             g, best = trial, e
@@ -324,7 +317,7 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
     records each candidate's true error, the chosen one, the network calls and the seconds.
     ``euler_last``: Heun's last step is an Euler step (``samplers.sampler_for_nfe``, odd budgets)."""
     _check(solver)
-    _sampler(solver, euler_last)
+    get_sampler(solver, euler_last)
     tic = time.perf_counter()
     eps_fn = eps_fn or model.eps_hat
     g_lo, g_hi = (float(v) for v in gamma_of(model.schedule, torch.tensor([0.0, 1.0])))
