@@ -1,0 +1,84 @@
+"""How the solver-aware fit's settings carry over to fresh noise (docs/samplers.md section 4).
+
+On the shipped ``digits`` model: a DPM-Solver++(2M) reference of ``--ref-steps`` steps from
+``--n`` fresh noises (not the fit's), and for each (solver, NFE) the RMSE to it of EDM rho = 7
+and of the solver-aware grid fitted with the old settings (16 noises, 3 substeps, 3 sweeps, any
+decrease kept) and with the defaults (32 noises, 2 substeps, 2 sweeps, a move kept only when the
+paired per-noise change is a standard error below zero). Each RMSE difference to EDM comes with
+a paired bootstrap standard error; the share of the squared error carried by the worst noise
+says why one is needed. Prints a table and appends it to ``benchmarks/RESULTS.md``.
+
+    python benchmarks/solver_aware_fit.py [--n 512] [--ref-steps 200]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import append_results, header  # noqa: E402
+
+from diffbits.grids import fixed_grid  # noqa: E402
+from diffbits.runs import resolve_model  # noqa: E402
+from diffbits.samplers import SAMPLERS, sampler_for_nfe  # noqa: E402
+from diffbits.schedules import alpha_sigma  # noqa: E402
+from diffbits.solver_aware import solver_aware  # noqa: E402
+from diffbits.tensors import randn_like  # noqa: E402
+
+CASES = (("dpmpp2m", 5), ("dpmpp2m", 10), ("dpmpp2m", 20), ("heun", 10), ("heun", 20))
+SETTINGS = {"old (16 noises, any decrease)": dict(examples=16, substeps=3, sweeps=3, test=0.0), "default": {}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="digits")
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--ref-steps", type=int, default=200)
+    ap.add_argument("--no-append", action="store_true")
+    a = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    _, model = resolve_model(a.model)
+    z = randn_like(torch.empty((a.n,) + tuple(model.data_shape)), torch.Generator().manual_seed(0))
+    eps_fn = lambda zz, g: model.eps_hat(zz, g)  # noqa: E731
+    signal = lambda zz, g: zz / alpha_sigma(torch.as_tensor(g, dtype=zz.dtype))[0]  # noqa: E731
+    grid = fixed_grid("uniform-logsnr", model.schedule, a.ref_steps).gamma
+    ref = signal(SAMPLERS["dpmpp2m"](eps_fn, z, grid.to(z.dtype)), grid[-1])
+    idx = np.random.default_rng(0).integers(0, a.n, (200, a.n))
+    lines = [f"shipped `{a.model}`, {a.n} fresh noises, reference: DPM-Solver++(2M), {a.ref_steps} steps uniform in log-SNR; "
+             "cells: RMSE (its difference to EDM's ± paired bootstrap standard error) and fit seconds", "",
+             "| solver | NFE | worst noise's share of EDM's squared error | EDM rho = 7 | "
+             + " | ".join(SETTINGS) + " |", "|---|---:|---:|---|" + "---|" * len(SETTINGS)]
+    for solver, nfe in CASES:
+        walk, steps = sampler_for_nfe(solver, nfe)
+        euler_last = solver == "heun" and nfe % 2 == 1
+
+        def sq_errors(gammas):
+            x = signal(walk(eps_fn, z, gammas.to(z.dtype)), gammas[-1])
+            return (x - ref).double().pow(2).flatten(1).mean(1).numpy()
+        edm = sq_errors(fixed_grid("edm", model.schedule, steps).gamma)
+        cells = [f"{edm.max() / edm.sum():.0%}", f"{np.sqrt(edm.mean()):.4f}"]
+        for kw in SETTINGS.values():
+            tic = time.time()
+            fit = solver_aware(model, solver, steps, generator=torch.Generator().manual_seed(1234), euler_last=euler_last,
+                               **kw)
+            sec, e = time.time() - tic, sq_errors(fit.gamma)
+            d = np.sqrt(e[idx].mean(1)) - np.sqrt(edm[idx].mean(1))
+            cells.append(f"{np.sqrt(e.mean()):.4f} ({np.sqrt(e.mean()) - np.sqrt(edm.mean()):+.4f} ± {d.std(ddof=1):.4f}), "
+                         f"{sec:.0f} s")
+        lines.append(f"| {solver} | {nfe} | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines)
+    print(text)
+    if not a.no_append:
+        append_results("Solver-aware fit settings on fresh noise (benchmarks/solver_aware_fit.py)", header(),
+                       f"- command: `python benchmarks/solver_aware_fit.py --n {a.n} --ref-steps {a.ref_steps}`\n\n{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
