@@ -248,7 +248,8 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
     ref = finish(z_ref, ref_grid.gamma[-1])
     alpha_lo, sigma_lo = alpha_sigma(ref_grid.gamma[-1].to(z.dtype))
     ref_x0 = (z_ref - sigma_lo * eps_fn(z_ref, ref_grid.gamma[-1].to(z.dtype).expand(len(z)))) / alpha_lo  # D at the end
-    notes = {"reference_quality": _quality(quality(ref))["quality"], "reference_s": time.time() - tic, "grid_s": {}}
+    notes = {"reference_quality": _quality(quality(ref))["quality"], "reference_s": time.time() - tic, "grid_s": {},
+             "fit_start": {}}
     say(f"[{name}] reference: {ref_steps} steps in {notes['reference_s']:.0f} s, quality {notes['reference_quality']:.4g}")
     f_probe = f_train[torch.randperm(len(f_train), generator=torch.Generator().manual_seed(1))[:256]]
     costs = {}
@@ -271,6 +272,7 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
                 fit = solver_aware(model, sampler, steps, seeds=seeds, generator=torch.Generator().manual_seed(1234),
                                    euler_last=euler_last)
                 notes["grid_s"][f"solver-aware {sampler} NFE {nfe}"] = time.time() - tic
+                notes["fit_start"][f"solver-aware {sampler} NFE {nfe}"] = fit.info["start"]
                 grids["solver-aware"] = fit.gamma
             for grid_name, gammas in grids.items():
                 gen = torch.Generator().manual_seed(seed + 1)
@@ -301,14 +303,16 @@ def table(name, desc, rows, nfes, metric, notes):
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by = {(r["method"], r["nfe"]): r for r in rows}
     fits = {k: v for k, v in notes["grid_s"].items() if k.startswith("solver-aware")}
+    starts = notes.get("fit_start", {})
     out = [f"**{name}** ({desc}): RMSE to the reference / {metric}"
            + (" / the same to the reference's samples" if any("fidelity" in r for r in rows) else "") + ", by NFE", "",
            f"- the reference's own {metric.split(' (')[0]}: {notes['reference_quality']:.4g} (the floor an exact solver reaches)",
            "- score-optimal probe costs (100 levels, shared by every NFE): " + ", ".join(
                f"{k.split('(')[1].split(')')[0]} {v:.1f} s" for k, v in notes["grid_s"].items() if "costs" in k),
-           f"- solver-aware grids, wall seconds each: {min(fits.values(), default=0):.0f} to "
-           f"{max(fits.values(), default=0):.0f} (" + ", ".join(f"{k.removeprefix('solver-aware ')} {v:.0f}"
-                                                                for k, v in fits.items()) + ")", "",
+           f"- solver-aware grids, wall seconds each (and the candidate the refinement started from): "
+           f"{min(fits.values(), default=0):.0f} to {max(fits.values(), default=0):.0f} ("
+           + ", ".join(f"{k.removeprefix('solver-aware ')} {v:.0f}" + (f" from {starts[k]}" if k in starts else "")
+                       for k, v in fits.items()) + ")", "",
            "| solver / grid | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---|" + "---|" * len(nfes)]
     for m in methods:
         cells = []

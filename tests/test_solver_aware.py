@@ -143,8 +143,13 @@ def test_cli_fits_caches_and_samples_on_a_solver_aware_grid(tmp_path, monkeypatc
     assert main(["grid", str(run), "--method", "solver-aware", "--sampler", "dpmpp2m", "--steps", "3",
                  "-o", str(tmp_path / "g.json")]) == 0
     body = json.loads((tmp_path / "g.json").read_text())
-    assert body["steps"] == 3 and body["sampler"] == "dpmpp2m" and "score-optimal" in body["candidate_errors"]
+    assert body["steps"] == 3 and body["sampler"] == "dpmpp2m" and "score-optimal" not in body["candidate_errors"]
     assert (run / "grids" / "solver-aware-dpmpp2m-3.json").exists()
+    # once the run has the score-optimal probe, it seeds the fit too
+    assert main(["grid", str(run), "--method", "score-optimal", "--steps", "3", "-o", str(tmp_path / "s.json")]) == 0
+    assert main(["grid", str(run), "--method", "solver-aware", "--sampler", "ddim", "--steps", "3",
+                 "-o", str(tmp_path / "h.json")]) == 0
+    assert "score-optimal" in json.loads((tmp_path / "h.json").read_text())["candidate_errors"]
     monkeypatch.setattr(module, "solver_aware", lambda *a, **k: pytest.fail("the cached grid was not reused"))
     assert main(["sample", str(run), "--grid", "solver-aware", "--sampler", "dpmpp2m", "--steps", "3", "--n", "2",
                  "-o", str(tmp_path / "x.npy")]) == 0

@@ -128,7 +128,6 @@ def run_grid(run_dir: str | Path, cfg: RunConfig, model, name: str, steps: int, 
 def _solver_aware(run_dir, cfg, model, key: str, sampler: str | None, steps: int, data, seed: int,
                   progress: bool) -> Grid:
     """The cached solver-aware grid for these weights, or a new one (``solver_aware.py``)."""
-    from .data import DataError
     from .solver_aware import SOLVERS, solver_aware
 
     if sampler not in SOLVERS:
@@ -139,12 +138,12 @@ def _solver_aware(run_dir, cfg, model, key: str, sampler: str | None, steps: int
         cached = Grid.load(path)
         if cached.info.get("model") == key:
             return cached
-    seeds = {}  # beside the fixed grids, which solver_aware always tries
-    try:
-        seeds["score-optimal"] = run_grid(run_dir, cfg, model, "score-optimal", steps, data, seed=seed,
-                                          progress=progress).gamma
-    except (DataError, OSError) as e:  # no data to estimate costs on: the fixed grids alone
-        print(f"solver-aware: no score-optimal seed ({e})")
+    seeds = {}  # beside the DP path and the fixed grids, which solver_aware always tries
+    costs = _load_costs(Path(run_dir) / GRIDS / "score-optimal-corrector.costs.json", key, data)
+    if costs is not None:  # a seed when its probe is already paid for; it is seldom the best start
+        from .score_optimal import score_optimal
+
+        seeds["score-optimal"] = score_optimal(model, None, steps, costs=costs, check=False).gamma
     gen = torch.Generator(model.schedule.gamma_0.device).manual_seed(seed + 1)
     grid = solver_aware(model, sampler, steps, seeds=seeds, generator=gen, progress=progress)
     grid.info["model"] = key

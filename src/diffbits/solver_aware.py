@@ -275,29 +275,37 @@ def global_error(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, eul
 
 @torch.no_grad()
 def refine(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, sweeps: int = 2,
-           progress: bool = False, euler_last: bool = False, test: float = 1.0) -> tuple[Tensor, float, int]:
-    """Coordinate descent on the true error: each interior level in turn tries moving a share
-    ``1/2, 1/4, ...`` (one per sweep) of the way to either neighbour, keeping a move when it lowers
-    the mean squared error by more than ``test`` standard errors of the paired per-row change.
-    One row can carry a third of the squared error: a move that only suits it does not carry over
-    to fresh noise, so a move must help the rows broadly. Returns ``(gammas, RMS error, calls)``."""
-    memo = _Memo(eps_fn)
+           progress: bool = False, euler_last: bool = False, test: float = 1.0,
+           start: tuple[_Memo, Tensor] | None = None) -> tuple[Tensor, float, int]:
+    """Coordinate descent on the true error (a compass search): each interior level in turn
+    tries moving a share ``1/2, 1/4, ...`` (one per sweep) of the way to one neighbour, then,
+    unless that move was kept, to the other; a move is kept when it lowers the mean squared
+    error by more than ``test`` standard errors of the paired per-row change. One row can carry
+    a third of the squared error: a move that only suits it does not carry over to fresh noise,
+    so a move must help the rows broadly. ``start``: the memo and per-row errors of a solve of
+    ``gammas`` already made (``solver_aware``'s candidates), saving that solve.
+    Returns ``(gammas, RMS error, calls)``."""
+    memo, best = start if start is not None else (_Memo(eps_fn), None)
+    calls0 = memo.calls
     g = gammas.double().clone()
-    best = _squared_errors(memo, ref, solver, g, euler_last)
-    memo.settle(True)
-    moves = [(s, m, d) for s in range(sweeps) for m in range(1, len(g) - 1) for d in (-1, 1)]
-    for s, m, d in progress_bar(moves, desc=f"refine ({solver})", enabled=progress):
+    if best is None:
+        best = _squared_errors(memo, ref, solver, g, euler_last)
+        memo.settle(True)
+    moves = [(s, m) for s in range(sweeps) for m in range(1, len(g) - 1)]
+    for s, m in progress_bar(moves, desc=f"refine ({solver})", enabled=progress):
         share = 0.5 ** (s + 1)
-        trial = g.clone()
-        trial[m] = g[m] + share * (g[m - 1] - g[m] if d > 0 else g[m + 1] - g[m])
-        e = _squared_errors(memo, ref, solver, trial, euler_last)
-        change = e - best
-        se = float(change.std() / math.sqrt(len(change))) if len(change) > 1 else 0.0
-        better = float(change.mean()) < -max(test, 0.0) * se
-        memo.settle(better)
-        if better:
-            g, best = trial, e
-    return g, float(best.mean().sqrt()), memo.calls
+        for neighbour in (m + 1, m - 1):
+            trial = g.clone()
+            trial[m] = g[m] + share * (g[neighbour] - g[m])
+            e = _squared_errors(memo, ref, solver, trial, euler_last)
+            change = e - best
+            se = float(change.std() / math.sqrt(len(change))) if len(change) > 1 else 0.0
+            better = float(change.mean()) < -max(test, 0.0) * se
+            memo.settle(better)
+            if better:
+                g, best = trial, e
+                break
+    return g, float(best.mean().sqrt()), memo.calls - calls0
 
 
 def _check(solver: str) -> None:
@@ -344,11 +352,17 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
             g = g.double().clone()
             g[0], g[-1] = g_hi, g_lo
             candidates[name] = g
-    errors = {name: global_error(eps_fn, ref, solver, g, euler_last) for name, g in candidates.items()}
+    solves = {}  # name -> (memo holding its trajectory, per-row squared errors)
+    for name, g in candidates.items():
+        memo = _Memo(eps_fn)
+        solves[name] = memo, _squared_errors(memo, ref, solver, g, euler_last)
+        memo.settle(True)
+        calls += memo.calls
+    errors = {name: float(e.mean().sqrt()) for name, (_, e) in solves.items()}
     start = min(errors, key=errors.get)
-    gammas, err, refine_calls = refine(eps_fn, ref, solver, candidates[start], sweeps, progress, euler_last, test)
-    per_solve = 2 * steps - euler_last if solver == "heun" else steps
-    calls += len(candidates) * per_solve + refine_calls
+    gammas, err, refine_calls = refine(eps_fn, ref, solver, candidates[start], sweeps, progress, euler_last, test,
+                                       start=solves[start])
+    calls += refine_calls
     t = gamma_to_t(model.schedule, gammas)
     t[0], t[-1] = 1.0, 0.0
     grid = Grid(t, gammas, f"solver-aware ({solver})")
