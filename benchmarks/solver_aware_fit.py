@@ -1,14 +1,16 @@
 """How the solver-aware fit's settings carry over to fresh noise (docs/samplers.md section 4).
 
-On the shipped ``digits`` model: a DPM-Solver++(2M) reference of ``--ref-steps`` steps from
+On a shipped model (``--model``, default ``digits``): a DPM-Solver++(2M) reference of ``--ref-steps`` steps from
 ``--n`` fresh noises (not the fit's), and for each (solver, NFE) the RMSE to it of EDM rho = 7
 and of the solver-aware grid fitted with the old settings (16 noises, 3 substeps, 3 sweeps, any
 decrease kept) and with the defaults (32 noises, 2 substeps, 2 sweeps, a move kept only when the
-paired per-noise change is a standard error below zero). Each RMSE difference to EDM comes with
+paired per-noise change is a standard error below zero), or with two standard errors
+(``--settings strict``). Each RMSE difference to EDM comes with
 a paired bootstrap standard error; the share of the squared error carried by the worst noise
 says why one is needed. Prints a table and appends it to ``benchmarks/RESULTS.md``.
 
-    python benchmarks/solver_aware_fit.py [--n 512] [--ref-steps 200]
+    python benchmarks/solver_aware_fit.py [--model digits] [--n 512] [--ref-steps 200]
+        [--settings old,default] [--cases dpmpp2m:5,...]
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ from diffbits.solver_aware import solver_aware  # noqa: E402
 from diffbits.tensors import randn_like  # noqa: E402
 
 CASES = (("dpmpp2m", 5), ("dpmpp2m", 10), ("dpmpp2m", 20), ("heun", 10), ("heun", 20))
-SETTINGS = {"old (16 noises, any decrease)": dict(examples=16, substeps=3, sweeps=3, test=0.0), "default": {}}
+SETTINGS = {"old": ("old (16 noises, any decrease)", dict(examples=16, substeps=3, sweeps=3, test=0.0)),
+            "default": ("default", {}),
+            "strict": ("a move kept at 2 standard errors", dict(test=2.0))}
 
 
 def main(argv=None) -> int:
@@ -39,8 +43,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="digits")
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--ref-steps", type=int, default=200)
+    ap.add_argument("--settings", default="old,default", help=f"comma list of {', '.join(SETTINGS)}")
+    ap.add_argument("--cases", default=",".join(f"{s}:{k}" for s, k in CASES), help="comma list of SOLVER:NFE")
     ap.add_argument("--no-append", action="store_true")
     a = ap.parse_args(argv)
+    settings = dict(SETTINGS[k] for k in a.settings.split(","))
+    cases = [(c.split(":")[0], int(c.split(":")[1])) for c in a.cases.split(",")]
     torch.set_grad_enabled(False)
     _, model = resolve_model(a.model)
     z = randn_like(torch.empty((a.n,) + tuple(model.data_shape)), torch.Generator().manual_seed(0))
@@ -52,8 +60,8 @@ def main(argv=None) -> int:
     lines = [f"shipped `{a.model}`, {a.n} fresh noises, reference: DPM-Solver++(2M), {a.ref_steps} steps uniform in log-SNR; "
              "cells: RMSE (its difference to EDM's ± paired bootstrap standard error) and fit seconds", "",
              "| solver | NFE | worst noise's share of EDM's squared error | EDM rho = 7 | "
-             + " | ".join(SETTINGS) + " |", "|---|---:|---:|---|" + "---|" * len(SETTINGS)]
-    for solver, nfe in CASES:
+             + " | ".join(settings) + " |", "|---|---:|---:|---|" + "---|" * len(settings)]
+    for solver, nfe in cases:
         walk, steps = sampler_for_nfe(solver, nfe)
         euler_last = solver == "heun" and nfe % 2 == 1
 
@@ -62,7 +70,7 @@ def main(argv=None) -> int:
             return (x - ref).double().pow(2).flatten(1).mean(1).numpy()
         edm = sq_errors(fixed_grid("edm", model.schedule, steps).gamma)
         cells = [f"{edm.max() / edm.sum():.0%}", f"{np.sqrt(edm.mean()):.4f}"]
-        for kw in SETTINGS.values():
+        for kw in settings.values():
             tic = time.time()
             fit = solver_aware(model, solver, steps, generator=torch.Generator().manual_seed(1234), euler_last=euler_last,
                                **kw)
@@ -76,7 +84,7 @@ def main(argv=None) -> int:
     print(text)
     if not a.no_append:
         append_results("Solver-aware fit settings on fresh noise (benchmarks/solver_aware_fit.py)", header(),
-                       f"- command: `python benchmarks/solver_aware_fit.py --n {a.n} --ref-steps {a.ref_steps}`\n\n{text}")
+                       text)
     return 0
 
 

@@ -150,6 +150,27 @@ def test_cli_fits_caches_and_samples_on_a_solver_aware_grid(tmp_path, monkeypatc
     assert main(["grid", str(run), "--method", "solver-aware", "--sampler", "ddim", "--steps", "3",
                  "-o", str(tmp_path / "h.json")]) == 0
     assert "score-optimal" in json.loads((tmp_path / "h.json").read_text())["candidate_errors"]
+    # a call budget: 5 calls are 2 Heun steps and a last Euler step, fitted so and walked so
+    assert main(["grid", str(run), "--method", "solver-aware", "--sampler", "heun", "--nfe", "5",
+                 "-o", str(tmp_path / "e.json")]) == 0
+    body = json.loads((tmp_path / "e.json").read_text())
+    assert body["steps"] == 3 and body["euler_last"] is True
+    assert (run / "grids" / "solver-aware-heun-3-euler-last.json").exists()
+    from diffbits.vdm import VDM
+
+    calls, eps_hat = [], VDM.eps_hat
+    monkeypatch.setattr(VDM, "eps_hat", lambda self, *a, **k: calls.append(1) or eps_hat(self, *a, **k))
+    for args in (["--nfe", "5"], ["--grid", str(tmp_path / "e.json")], ["--grid", "solver-aware", "--nfe", "5"]):
+        calls.clear()
+        assert main(["sample", str(run), "--sampler", "heun", *args, "--n", "2", "-o", str(tmp_path / "z.npy")]) == 0
+        assert len(calls) == 5, args
+    for bad, says in ((["--nfe", "5", "--steps", "3"], "not both"), (["--nfe", "4", "--grid", str(tmp_path / "e.json")],
+                                                                     "the grid has 3")):
+        capsys.readouterr()
+        assert main(["sample", str(run), "--sampler", "heun", *bad, "-o", str(tmp_path / "z.npy")]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["grid", str(run), "--method", "edm", "--nfe", "5", "-o", str(tmp_path / "f.json")]) == 2
+    assert "--sampler" in capsys.readouterr().err
     monkeypatch.setattr(module, "solver_aware", lambda *a, **k: pytest.fail("the cached grid was not reused"))
     assert main(["sample", str(run), "--grid", "solver-aware", "--sampler", "dpmpp2m", "--steps", "3", "--n", "2",
                  "-o", str(tmp_path / "x.npy")]) == 0

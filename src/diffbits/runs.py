@@ -78,12 +78,14 @@ def model_fingerprint(cfg: RunConfig, model) -> str:
 
 
 def run_grid(run_dir: str | Path, cfg: RunConfig, model, name: str, steps: int, data: str | None = None,
-             variant: str = "corrector", seed: int = 0, progress: bool = False, sampler: str | None = None) -> Grid:
+             variant: str = "corrector", seed: int = 0, progress: bool = False, sampler: str | None = None,
+             euler_last: bool = False) -> Grid:
     """The ``steps``-step sampling grid ``name`` for the run's model: a ``GRID.json`` file, a fixed
     grid (``grids.FIXED``), ``score-optimal`` (its probe costs are estimated once per weights, on
     ``data`` or the run's training data, kept in ``RUN/grids/`` and shared by every step count),
-    ``solver-aware`` (for ``sampler``, seeded with the score-optimal and fixed grids; kept per
-    weights as ``RUN/grids/solver-aware-SAMPLER-STEPS.json``) or ``wasserstein`` (blur models).
+    ``solver-aware`` (for ``sampler``, Heun's last step an Euler step with ``euler_last``; seeded
+    with the fixed grids and, once the run has its probe, the score-optimal one; kept per weights
+    as ``RUN/grids/solver-aware-SAMPLER-STEPS[-euler-last].json``) or ``wasserstein`` (blur models).
     Computed grids are written to ``RUN/grids/NAME-STEPS.json``."""
     if name.endswith(".json"):
         return Grid.load(name)
@@ -102,7 +104,7 @@ def run_grid(run_dir: str | Path, cfg: RunConfig, model, name: str, steps: int, 
     folder.mkdir(exist_ok=True)
     key = model_fingerprint(cfg, model)
     if name == "solver-aware":
-        return _solver_aware(run_dir, cfg, model, key, sampler, steps, data, seed, progress)
+        return _solver_aware(run_dir, cfg, model, key, sampler, steps, data, seed, progress, euler_last)
     if name == "wasserstein":
         from .soft import wasserstein_grid
 
@@ -126,14 +128,14 @@ def run_grid(run_dir: str | Path, cfg: RunConfig, model, name: str, steps: int, 
 
 
 def _solver_aware(run_dir, cfg, model, key: str, sampler: str | None, steps: int, data, seed: int,
-                  progress: bool) -> Grid:
+                  progress: bool, euler_last: bool = False) -> Grid:
     """The cached solver-aware grid for these weights, or a new one (``solver_aware.py``)."""
     from .solver_aware import SOLVERS, solver_aware
 
     if sampler not in SOLVERS:
         raise ValueError(f"a solver-aware grid is made for one solver: name it with --sampler "
                          f"{' | '.join(SOLVERS)} (got {sampler or 'none'})")
-    path = Path(run_dir) / GRIDS / f"solver-aware-{sampler}-{steps}.json"
+    path = Path(run_dir) / GRIDS / f"solver-aware-{sampler}-{steps}{'-euler-last' if euler_last else ''}.json"
     if path.exists():
         cached = Grid.load(path)
         if cached.info.get("model") == key:
@@ -145,7 +147,7 @@ def _solver_aware(run_dir, cfg, model, key: str, sampler: str | None, steps: int
 
         seeds["score-optimal"] = score_optimal(model, None, steps, costs=costs, check=False).gamma
     gen = torch.Generator(model.schedule.gamma_0.device).manual_seed(seed + 1)
-    grid = solver_aware(model, sampler, steps, seeds=seeds, generator=gen, progress=progress)
+    grid = solver_aware(model, sampler, steps, seeds=seeds, generator=gen, progress=progress, euler_last=euler_last)
     grid.info["model"] = key
     grid.save(path)
     return grid

@@ -34,8 +34,9 @@ def add_seed(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output")
 
 
-def add_grid(p, steps: int = 250, sampler_help: str = "ancestral | ddim | heun | dpmpp2m") -> None:
-    """The sampler, the grid of noise levels it walks and its number of steps."""
+def add_grid(p, steps: int = 250, sampler_help: str = "ancestral | ddim | heun | dpmpp2m", nfe: bool = False) -> None:
+    """The sampler, the grid of noise levels it walks and its number of steps (or, with ``nfe``,
+    its network calls: see ``call_budget``)."""
     p.add_argument("--sampler", help=sampler_help + " (default: ancestral; blur models: momentum)")
     p.add_argument("--grid", default=None,
                    help="the noise levels to visit: uniform-t | uniform-logsnr | edm | cosine | score-optimal "
@@ -43,7 +44,32 @@ def add_grid(p, steps: int = 250, sampler_help: str = "ancestral | ddim | heun |
                         "cached in the run) | wasserstein (blur models) | GRID.json "
                         "(from `diffbits grid`); default: uniform-t")
     p.add_argument("--schedule", dest="schedule", default=None, help=argparse.SUPPRESS)  # deprecated name of --grid
-    p.add_argument("--steps", type=int, default=steps, help="steps of the grid over the model's whole noise range")
+    p.add_argument("--steps", type=int, default=None if nfe else steps,
+                   help="steps of the grid over the model's whole noise range"
+                        + (f" (default: {steps}, or what --nfe allows)" if nfe else ""))
+    if nfe:
+        add_nfe(p)
+
+
+def add_nfe(p) -> None:
+    p.add_argument("--nfe", type=int, help="network calls to spend, in place of --steps: the steps --sampler takes "
+                                           "with them (Heun: 2 per step, an odd budget ending with an Euler step)")
+
+
+def call_budget(a, sampler: str | None, default_steps: int) -> tuple[int, bool]:
+    """``(steps, euler_last)`` from ``--steps`` or ``--nfe`` (``samplers.sampler_for_nfe``): Heun
+    on an odd budget takes a last Euler step."""
+    from ..samplers import EVALS_PER_STEP, sampler_for_nfe
+
+    if a.nfe is None:
+        return (default_steps if a.steps is None else a.steps), False
+    if a.steps is not None:
+        raise ValueError("give --steps or --nfe, not both")
+    if sampler not in EVALS_PER_STEP:
+        raise ValueError(f"--nfe counts a sampler's network calls: name it with --sampler "
+                         f"({' | '.join(EVALS_PER_STEP)})")
+    steps = sampler_for_nfe(sampler, a.nfe)[1]
+    return steps, steps * EVALS_PER_STEP[sampler] > a.nfe
 
 
 def grid_name(a) -> str:

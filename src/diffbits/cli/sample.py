@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_device, add_grid, add_seed, class_labels, command, grid_name, warn
+from .common import add_device, add_grid, add_nfe, add_seed, call_budget, class_labels, command, grid_name, warn
 
 
 def add_parsers(sub) -> None:
@@ -17,7 +17,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--preview", type=Path, help="FILE.png: a grid of the samples to look at (scaled to 0..255)")
     p.add_argument("--npz", type=Path, help=argparse.SUPPRESS)  # deprecated: -o FILE.npz
     p.add_argument("--n", type=int, default=64, help="number of samples (per class, on conditional runs)")
-    add_grid(p, steps=250, sampler_help="ancestral | ddim | heun | dpmpp2m; blur models: momentum | naive")
+    add_grid(p, steps=250, sampler_help="ancestral | ddim | heun | dpmpp2m; blur models: momentum | naive", nfe=True)
     add_seed(p)
     p.add_argument("--class", dest="classes", action="append", metavar="C",
                    help="conditional runs: class name or index (repeatable; default: every class, one row each)")
@@ -36,7 +36,8 @@ def add_parsers(sub) -> None:
                    help="score-optimal | solver-aware | uniform-t | uniform-logsnr | edm | cosine | wasserstein "
                         "(blur models)")
     p.add_argument("--sampler", help="solver-aware: the solver that will walk the grid (ddim | heun | dpmpp2m)")
-    p.add_argument("--steps", type=int, default=10, help="steps of the grid")
+    p.add_argument("--steps", type=int, default=None, help="steps of the grid (default: 10, or what --nfe allows)")
+    add_nfe(p)
     p.add_argument("-o", "--out", type=Path, required=True, help="GRID.json: times and gammas, noisiest first")
     p.add_argument("--plot", type=Path, help="PNG: the grid beside the fixed grids (and its costs)")
     p.add_argument("--variant", default="corrector", choices=["corrector", "predictor"],
@@ -67,15 +68,19 @@ def run_sample(a) -> int:
     cfg, model = load_run(a.run, a.device)
     if a.out is not None:
         samples_meta(a.out, cfg.shape, cfg.levels, cfg.dtype)  # a wrong suffix fails before sampling
-    grid = run_grid(a.run, cfg, model, grid_name(a), a.steps, progress=True, sampler=a.sampler)
-    gen = torch.Generator().manual_seed(a.seed)
     sampler = a.sampler or ("momentum" if cfg.model.process == "blur" else "ancestral")
+    steps, euler_last = call_budget(a, sampler, 250)
+    grid = run_grid(a.run, cfg, model, grid_name(a), steps, progress=True, sampler=a.sampler, euler_last=euler_last)
+    if a.nfe is not None and grid.steps != steps:
+        raise ValueError(f"--nfe {a.nfe} buys {sampler} {steps} steps; the grid has {grid.steps}")
+    euler_last = euler_last or (sampler == "heun" and bool(grid.info.get("euler_last")))  # a grid fitted so
+    gen = torch.Generator().manual_seed(a.seed)
     cond, cols, n = class_labels(cfg, a.classes, a.guidance, a.run), None, a.n
     if cond is not None:  # one row of n per class
         cond, cols = cond.repeat_interleave(a.n), a.n
         n = len(cond)
     x = model.sample(n, grid.steps, cond=cond, guidance=a.guidance, generator=gen, progress=True, sampler=sampler,
-                     grid=grid).cpu()
+                     grid=grid, **({"euler_last": True} if euler_last else {})).cpu()  # Heun only: VDM's
     if a.out is not None:
         paths = write_samples(x.numpy(), a.out, cfg.shape, cfg.levels, cfg.dtype)
         print(f"samples: {paths[0]}" + (f" ... {paths[-1].name} ({len(paths)} files)" if len(paths) > 1 else ""))
@@ -92,28 +97,32 @@ def run_grid_command(a) -> int:
 
     if a.cmd == "schedule":
         warn("`diffbits schedule` is deprecated (it makes a sampling grid, not a noise schedule); use `diffbits grid`")
+    steps, euler_last = call_budget(a, a.sampler, 10)
     cfg, model = load_run(a.run, a.device)
-    grid = run_grid(a.run, cfg, model, a.method, a.steps, data=a.data, variant=a.variant, seed=a.seed, progress=True,
-                    sampler=a.sampler)
+    grid = run_grid(a.run, cfg, model, a.method, steps, data=a.data, variant=a.variant, seed=a.seed, progress=True,
+                    sampler=a.sampler, euler_last=euler_last)
     if a.method == "solver-aware":
         i = grid.info
-        print(f"{a.sampler}, {a.steps} steps: RMS error {i['error']:.4g} against a {i['lattice']}-level reference "
+        last = " (the last an Euler step)" if euler_last else ""
+        print(f"{a.sampler}, {steps} steps{last}: RMS error {i['error']:.4g} against a {i['lattice']}-level reference "
               f"({i['examples']} noises; started from the {i['start']} grid: "
               + ", ".join(f"{k} {v:.4g}" for k, v in i["candidate_errors"].items())
               + f"); {i['network_calls']:,} network calls of {i['rows_per_call']} rows, {i['seconds']:.1f} s")
     if a.method == "wasserstein":
         print(f"W2 length of the path: {grid.info['total_w2_length']:.3g}, "
-              f"{grid.info['total_w2_length'] / a.steps:.3g} per step")
+              f"{grid.info['total_w2_length'] / steps:.3g} per step")
     if a.method == "score-optimal" and a.check:
         f = signal_examples(cfg, model, a.data, EXAMPLES, a.seed + 1)  # fresh examples and noise
         length = step_lengths(model, f, grid, a.variant)
         grid.info["length_per_step"] = length.tolist()
         print("estimated cost (length) per step: " + " ".join(f"{c:.3g}" for c in length.tolist()))
         print(f"  max / min: {(length.max() / length.min()).item():.2f} (equal cost per step: 1)")
+    if euler_last:  # `sample --grid FILE --sampler heun` walks it as it was chosen for
+        grid.info["euler_last"] = True
     print("gamma: " + " ".join(f"{g:.2f}" for g in grid.gamma.tolist()))
     print(f"grid: {grid.save(a.out)}")
     if a.plot:
         blur = cfg.model.process == "blur"
-        others = [fixed_grid(m, model.schedule, a.steps) for m in FIXED if m != a.method and not (blur and m != "uniform-t")]
+        others = [fixed_grid(m, model.schedule, steps) for m in FIXED if m != a.method and not (blur and m != "uniform-t")]
         print(f"plot: {plot_step_grid(grid, others, a.plot)}")
     return 0
