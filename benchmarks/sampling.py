@@ -53,7 +53,7 @@ from diffbits.bound import data_to_signal  # noqa: E402
 from diffbits.data import load_dataset  # noqa: E402
 from diffbits.grids import fixed_grid  # noqa: E402
 from diffbits.runs import load_run, model_fingerprint  # noqa: E402
-from diffbits.samplers import EVALS_PER_STEP, SAMPLERS, sampler_for_nfe  # noqa: E402
+from diffbits.samplers import SAMPLERS, get_sampler, nfe_budget  # noqa: E402
 from diffbits.schedules import Cosine, alpha_sigma  # noqa: E402
 from diffbits.score_optimal import probe_costs, score_optimal  # noqa: E402
 from diffbits.solver_aware import SOLVERS, solver_aware  # noqa: E402
@@ -260,8 +260,8 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
     rows = []
     for nfe in nfes:
         for sampler in SAMPLERS:
-            walk, steps = sampler_for_nfe(sampler, nfe)
-            euler_last = steps * EVALS_PER_STEP[sampler] > nfe  # Heun on an odd budget: a last Euler step
+            steps, euler_last = nfe_budget(sampler, nfe)  # Heun on an odd budget: a last Euler step
+            walk = get_sampler(sampler, euler_last)
             grids = {"uniform-t": fixed_grid("uniform-t", model.schedule, steps).gamma,
                      "edm": fixed_grid("edm", model.schedule, steps).gamma}
             for variant, c in costs.items():

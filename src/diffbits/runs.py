@@ -112,7 +112,7 @@ def run_grid(run_dir: str | Path, cfg: RunConfig, model, name: str, steps: int, 
     else:
         from .score_optimal import EXAMPLES, probe_costs, score_optimal
 
-        costs_file = folder / f"score-optimal-{variant}.costs.json"
+        costs_file = _costs_path(run_dir, variant)
         costs = _load_costs(costs_file, key, data)
         if costs is None:
             gen = torch.Generator(model.schedule.gamma_0.device).manual_seed(seed)
@@ -141,7 +141,7 @@ def _solver_aware(run_dir, cfg, model, key: str, sampler: str | None, steps: int
         if cached.info.get("model") == key:
             return cached
     seeds = {}  # beside the DP path and the fixed grids, which solver_aware always tries
-    costs = _load_costs(Path(run_dir) / GRIDS / "score-optimal-corrector.costs.json", key, data)
+    costs = _load_costs(_costs_path(run_dir, "corrector"), key, data)
     if costs is not None:  # a seed when its probe is already paid for; it is seldom the best start
         from .score_optimal import score_optimal
 
@@ -151,6 +151,11 @@ def _solver_aware(run_dir, cfg, model, key: str, sampler: str | None, steps: int
     grid.info["model"] = key
     grid.save(path)
     return grid
+
+
+def _costs_path(run_dir, variant: str) -> Path:
+    """Where the run keeps the score-optimal probe costs of ``variant`` (shared by every step count)."""
+    return Path(run_dir) / GRIDS / f"score-optimal-{variant}.costs.json"
 
 
 def _load_costs(path: Path, key: str, data: str | None):

@@ -26,7 +26,7 @@ EpsFn = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor], "Tensor | None"]
 Sampler = Callable[..., Tensor]
 
-__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "sampler_for_nfe", "steps_for_nfe",
+__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "nfe_budget", "sampler_for_nfe", "steps_for_nfe",
            "get_sampler", "EpsFn", "Callback"]
 
 
@@ -124,8 +124,8 @@ def get_sampler(name: str, euler_last: bool = False) -> Sampler:
     return partial(heun, euler_last=True) if euler_last else SAMPLERS[name]
 
 
-def sampler_for_nfe(name: str, nfe: int) -> tuple[Sampler, int]:
-    """The sampler ``name`` and the grid steps that spend exactly ``nfe`` network calls. Heun
+def nfe_budget(name: str, nfe: int) -> tuple[int, bool]:
+    """``(steps, euler_last)`` that spend exactly ``nfe`` network calls with sampler ``name``. Heun
     spends an odd budget's last call on a last Euler step (``euler_last``, EDM's Alg. 1):
     NFE 5 is two Heun steps and one Euler step, where ``nfe // 2`` would leave a call unused."""
     get_sampler(name)
@@ -133,9 +133,15 @@ def sampler_for_nfe(name: str, nfe: int) -> tuple[Sampler, int]:
     if steps < 1:
         raise ValueError(f"{name} needs at least {EVALS_PER_STEP[name]} network calls")
     euler_last = name == "heun" and nfe % 2 == 1
-    return get_sampler(name, euler_last), steps + euler_last
+    return steps + euler_last, euler_last
+
+
+def sampler_for_nfe(name: str, nfe: int) -> tuple[Sampler, int]:
+    """The sampler ``name`` and the grid steps that spend exactly ``nfe`` network calls (``nfe_budget``)."""
+    steps, euler_last = nfe_budget(name, nfe)
+    return get_sampler(name, euler_last), steps
 
 
 def steps_for_nfe(name: str, nfe: int) -> int:
     """Grid steps that spend ``nfe`` network calls with ``sampler_for_nfe(name, nfe)``'s sampler."""
-    return sampler_for_nfe(name, nfe)[1]
+    return nfe_budget(name, nfe)[0]

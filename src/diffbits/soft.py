@@ -113,10 +113,13 @@ class SoftDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 100, cond=None, generator=None, progress=False, sampler: str = "momentum",
-               grid="uniform-t", decode: bool = True, guidance: float = 1.0) -> Tensor:
-        """``steps`` steps on ``grid`` (a ``Grid`` or ``"uniform-t"``), from ``s_1 eta`` at t = 1."""
+               grid="uniform-t", decode: bool = True, guidance: float = 1.0, euler_last: bool = False) -> Tensor:
+        """``steps`` steps on ``grid`` (a ``Grid`` or ``"uniform-t"``), from ``s_1 eta`` at t = 1
+        (``VDM.sample``'s signature: ``euler_last`` is Heun's, refused here)."""
         if cond is not None or guidance != 1.0:
             raise ValueError("blur models are unconditional: no labels, no guidance")
+        if euler_last:
+            raise ValueError("a last Euler step is Heun's; blur models sample with momentum or naive")
         if sampler not in SOFT_SAMPLERS:
             raise ValueError(f"blur models sample with {' or '.join(SOFT_SAMPLERS)}, not {sampler!r}")
         dev = self.schedule.gamma_0.device

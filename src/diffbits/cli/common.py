@@ -57,9 +57,9 @@ def add_nfe(p) -> None:
 
 
 def call_budget(a, sampler: str | None, default_steps: int) -> tuple[int, bool]:
-    """``(steps, euler_last)`` from ``--steps`` or ``--nfe`` (``samplers.sampler_for_nfe``): Heun
+    """``(steps, euler_last)`` from ``--steps`` or ``--nfe`` (``samplers.nfe_budget``): Heun
     on an odd budget takes a last Euler step."""
-    from ..samplers import EVALS_PER_STEP, sampler_for_nfe
+    from ..samplers import EVALS_PER_STEP, nfe_budget
 
     if a.nfe is None:
         return (default_steps if a.steps is None else a.steps), False
@@ -68,8 +68,7 @@ def call_budget(a, sampler: str | None, default_steps: int) -> tuple[int, bool]:
     if sampler not in EVALS_PER_STEP:
         raise ValueError(f"--nfe counts a sampler's network calls: name it with --sampler "
                          f"({' | '.join(EVALS_PER_STEP)})")
-    steps = sampler_for_nfe(sampler, a.nfe)[1]
-    return steps, steps * EVALS_PER_STEP[sampler] > a.nfe
+    return nfe_budget(sampler, a.nfe)
 
 
 def grid_name(a) -> str:

@@ -80,7 +80,7 @@ def run_sample(a) -> int:
         cond, cols = cond.repeat_interleave(a.n), a.n
         n = len(cond)
     x = model.sample(n, grid.steps, cond=cond, guidance=a.guidance, generator=gen, progress=True, sampler=sampler,
-                     grid=grid, **({"euler_last": True} if euler_last else {})).cpu()  # Heun only: VDM's
+                     grid=grid, euler_last=euler_last).cpu()
     if a.out is not None:
         paths = write_samples(x.numpy(), a.out, cfg.shape, cfg.levels, cfg.dtype)
         print(f"samples: {paths[0]}" + (f" ... {paths[-1].name} ({len(paths)} files)" if len(paths) > 1 else ""))
