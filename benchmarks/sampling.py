@@ -456,7 +456,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=0, help="samples per model (default: gmm 2000, digits 256, others 128)")
     ap.add_argument("--ref-steps", type=int, default=500)
     ap.add_argument("--mnist", default=MNIST)
-    ap.add_argument("--no-append", action="store_true", help="print the tables only (a check, not a record)")
+    ap.add_argument("--no-append", action="store_true", help="print the tables only (a check, not a record; its plot goes to .cache/sampling/)")
     a = ap.parse_args(argv)
     nfes = [int(k) for k in a.nfe.split(",")]
     results, texts = {}, []
@@ -487,7 +487,8 @@ def main(argv=None) -> int:
         results[name] = rows
         text = table(name, desc, rows, nfes, metric, notes)
         texts.append(text if name == "gmm" else text + "\n\n" + verdict(name, rows, nfes, notes))  # NLL: lower is not better
-    fig = plot(results, HERE / "sampling.png")
+    CACHE.mkdir(parents=True, exist_ok=True)  # a check (--no-append) leaves the recorded plot alone
+    fig = plot(results, (CACHE if a.no_append else HERE) / "sampling.png")
     text = "\n\n".join(texts) + f"\n\nPlot: `{fig.relative_to(HERE.parent)}`\n"
     print(text)
     if not a.no_append:
