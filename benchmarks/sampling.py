@@ -88,7 +88,9 @@ def trained(name: str, source: tuple, minutes: float):
             build_photos(PHOTOS)
         from diffbits.cli import main as cli
         print(f"[{name}] training with no flags for {minutes} min in {run}", flush=True)
-        if cli(["train", "--data", train_spec, "--minutes", str(minutes), "--out", str(run)]) != 0:
+        with torch.enable_grad():  # main() turns gradients off for the sampling
+            status = cli(["train", "--data", train_spec, "--minutes", str(minutes), "--out", str(run)])
+        if status != 0:
             raise RuntimeError(f"training {name} failed")
     cfg, model = load_run(run, "cpu")
     sig = lambda spec, split: data_to_signal(load_dataset(spec, split, cfg.levels).x, cfg.levels, torch.float32)  # noqa: E731
