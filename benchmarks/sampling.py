@@ -489,8 +489,7 @@ def main(argv=None) -> int:
         results[name] = rows
         text = table(name, desc, rows, nfes, metric, notes)
         texts.append(text if name == "gmm" else text + "\n\n" + verdict(name, rows, nfes, notes))  # NLL: lower is not better
-    CACHE.mkdir(parents=True, exist_ok=True)  # a check (--no-append) leaves the recorded plot alone
-    fig = plot(results, (CACHE if a.no_append else HERE) / "sampling.png")
+    fig = plot(results, (CACHE if a.no_append else HERE) / "sampling.png")  # a check leaves the recorded plot alone
     text = "\n\n".join(texts) + f"\n\nPlot: `{fig.relative_to(HERE.parent)}`\n"
     print(text)
     if not a.no_append:

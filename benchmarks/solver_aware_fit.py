@@ -27,7 +27,7 @@ from report import append_results, header  # noqa: E402
 
 from diffbits.grids import fixed_grid  # noqa: E402
 from diffbits.runs import resolve_model  # noqa: E402
-from diffbits.samplers import SAMPLERS, sampler_for_nfe  # noqa: E402
+from diffbits.samplers import SAMPLERS, get_sampler, nfe_budget  # noqa: E402
 from diffbits.schedules import alpha_sigma  # noqa: E402
 from diffbits.solver_aware import solver_aware  # noqa: E402
 from diffbits.tensors import randn_like  # noqa: E402
@@ -62,8 +62,8 @@ def main(argv=None) -> int:
              "| solver | NFE | worst noise's share of EDM's squared error | EDM rho = 7 | "
              + " | ".join(settings) + " |", "|---|---:|---:|---|" + "---|" * len(settings)]
     for solver, nfe in cases:
-        walk, steps = sampler_for_nfe(solver, nfe)
-        euler_last = solver == "heun" and nfe % 2 == 1
+        steps, euler_last = nfe_budget(solver, nfe)  # Heun on an odd budget: a last Euler step
+        walk = get_sampler(solver, euler_last)
 
         def sq_errors(gammas):
             x = signal(walk(eps_fn, z, gammas.to(z.dtype)), gammas[-1])
