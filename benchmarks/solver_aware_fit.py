@@ -3,9 +3,11 @@
 On a shipped model (``--model``, default ``digits``): a DPM-Solver++(2M) reference of ``--ref-steps`` steps from
 ``--n`` fresh noises (not the fit's), and for each (solver, NFE) the RMSE to it of EDM rho = 7
 and of the solver-aware grid fitted with the old settings (16 noises, 3 substeps, 3 sweeps, any
-decrease kept) and with the defaults (32 noises, 2 substeps, 2 sweeps, a move kept only when the
-paired per-noise change is a standard error below zero), or with two standard errors
-(``--settings strict``). Each RMSE difference to EDM comes with
+decrease kept) and with the defaults (32 noises, 2 substeps, ``solver_aware.SWEEPS`` sweeps, a move
+kept only when the paired per-noise change is a standard error below zero), or with two standard
+errors (``--settings strict``), two, one or no refinement sweeps (``two-sweeps``, ``one-sweep``,
+``no-refine``), Heun's local errors measured on 8 rows, not 16 (``heun-rows-8``), or Heun's
+settings before December 2026 (``previous``: 2 sweeps, 8 rows). Each RMSE difference to EDM comes with
 a paired bootstrap standard error; the share of the squared error carried by the worst noise
 says why one is needed. Prints a table and appends it to ``benchmarks/RESULTS.md``.
 
@@ -35,7 +37,12 @@ from diffbits.tensors import randn_like  # noqa: E402
 CASES = (("dpmpp2m", 5), ("dpmpp2m", 10), ("dpmpp2m", 20), ("heun", 10), ("heun", 20))
 SETTINGS = {"old": ("old (16 noises, any decrease)", dict(examples=16, substeps=3, sweeps=3, test=0.0)),
             "default": ("default", {}),
-            "strict": ("a move kept at 2 standard errors", dict(test=2.0))}
+            "strict": ("a move kept at 2 standard errors", dict(test=2.0)),
+            "two-sweeps": ("two refinement sweeps", dict(sweeps=2)),
+            "one-sweep": ("one refinement sweep", dict(sweeps=1)),
+            "no-refine": ("the best candidate, unrefined", dict(sweeps=0)),
+            "heun-rows-8": ("Heun's local errors on 8 rows", dict(heun_rows=8)),
+            "previous": ("before: Heun refined (2 sweeps), local errors on 8 rows", dict(sweeps=2, heun_rows=8))}
 
 
 def main(argv=None) -> int:
@@ -58,7 +65,8 @@ def main(argv=None) -> int:
     ref = signal(SAMPLERS["dpmpp2m"](eps_fn, z, grid.to(z.dtype)), grid[-1])
     idx = np.random.default_rng(0).integers(0, a.n, (200, a.n))
     lines = [f"shipped `{a.model}`, {a.n} fresh noises, reference: DPM-Solver++(2M), {a.ref_steps} steps uniform in log-SNR; "
-             "cells: RMSE (its difference to EDM's ± paired bootstrap standard error) and fit seconds", "",
+             "cells: RMSE (its difference to EDM's ± paired bootstrap standard error), fit seconds and network calls "
+             "(of the fit's 32 rows)", "",
              "| solver | NFE | worst noise's share of EDM's squared error | EDM rho = 7 | "
              + " | ".join(settings) + " |", "|---|---:|---:|---|" + "---|" * len(settings)]
     for solver, nfe in cases:
@@ -77,7 +85,7 @@ def main(argv=None) -> int:
             sec, e = time.time() - tic, sq_errors(fit.gamma)
             d = np.sqrt(e[idx].mean(1)) - np.sqrt(edm[idx].mean(1))
             cells.append(f"{np.sqrt(e.mean()):.4f} ({np.sqrt(e.mean()) - np.sqrt(edm.mean()):+.4f} ± {d.std(ddof=1):.4f}), "
-                         f"{sec:.0f} s")
+                         f"{sec:.0f} s, {fit.info['network_calls']} calls")
         lines.append(f"| {solver} | {nfe} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     text = "\n".join(lines)

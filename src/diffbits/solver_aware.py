@@ -18,7 +18,8 @@ the same starting noises (Align Your Steps, Sabour et al. 2024, chooses grids th
 4. ``refine``: the best of the DP path, the fixed grids and any seeds (score-optimal), solved for real
    from the same noises, is refined by coordinate descent on its true final error, keeping only
    moves that help the rows broadly (a paired test): one row can carry a third of the squared
-   error, and a move that suits only it does not carry over to fresh noise.
+   error, and a move that suits only it does not carry over to fresh noise. Heun's best
+   candidate is kept as it is (``SWEEPS``): its refinement did not carry over to fresh noise.
 
 Errors are RMS per coordinate: of ``z`` for a step, of the signal ``z / alpha`` at the end.
 """
@@ -39,13 +40,18 @@ from .samplers import EpsFn, dpmpp_2m, get_sampler
 from .schedules import alpha_sigma
 from .tensors import randn_like
 
-__all__ = ["SOLVERS", "MULTISTEP", "Reference", "reference", "local_errors", "best_path", "path_cost",
+__all__ = ["SOLVERS", "MULTISTEP", "SWEEPS", "Reference", "reference", "local_errors", "best_path", "path_cost",
            "global_error", "refine", "solver_aware"]
 
 SOLVERS = ("ddim", "heun", "dpmpp2m")  # deterministic: an error against the reference means something
 MULTISTEP = {"ddim": False, "heun": False, "dpmpp2m": True}
 LATTICE, SUBSTEPS, EXAMPLES = 65, 2, 32
-HEUN_LEVELS, HEUN_ROWS = 33, 8  # Heun's local errors cost a network call per pair: every other level, half the rows
+# Heun's local errors cost a call per pair: every other level, half the rows (on 8 rows the DP path was noisy:
+# digits NFE 20 on fresh noise, 0.0454 against 0.0330 on 16; benchmarks/RESULTS.md).
+HEUN_LEVELS, HEUN_ROWS = 33, 16
+# Refinement sweeps by solver. Heun's DP runs on its true local errors and its refinement did not carry over
+# to fresh noise (MNIST NFE 10/20, digits NFE 10/20: benchmarks/RESULTS.md) while costing 2.3x the fit's calls.
+SWEEPS = {"ddim": 2, "heun": 0, "dpmpp2m": 2}
 
 
 @dataclass
@@ -316,15 +322,19 @@ def _check(solver: str) -> None:
 
 def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | None = None,
                  examples: int = EXAMPLES, levels: int = LATTICE, substeps: int = SUBSTEPS, span: int | None = None,
-                 sweeps: int = 2, generator: torch.Generator | None = None, progress: bool = False,
-                 eps_fn: Callable | None = None, euler_last: bool = False, test: float = 1.0) -> Grid:
+                 sweeps: int | None = None, heun_rows: int = HEUN_ROWS, generator: torch.Generator | None = None,
+                 progress: bool = False, eps_fn: Callable | None = None, euler_last: bool = False,
+                 test: float = 1.0) -> Grid:
     """The ``steps``-step grid for ``solver`` on ``model`` (its ``schedule`` and ``eps_hat``):
     reference, local errors, DP, then ``refine`` from the best of the DP path, the fixed grids
     (``grids.FIXED``) and ``seeds`` (name -> decreasing gammas over the model's range, e.g. the
     score-optimal grid). ``info``
     records each candidate's true error, the chosen one, the network calls and the seconds.
-    ``euler_last``: Heun's last step is an Euler step (``samplers.sampler_for_nfe``, odd budgets)."""
+    ``euler_last``: Heun's last step is an Euler step (``samplers.sampler_for_nfe``, odd budgets).
+    ``sweeps``: refinement sweeps, by default ``SWEEPS[solver]`` (none for Heun: the best candidate
+    is the grid). ``heun_rows``: the reference rows Heun's local errors are measured on."""
     _check(solver)
+    sweeps = SWEEPS[solver] if sweeps is None else sweeps
     get_sampler(solver, euler_last)
     tic = time.perf_counter()
     eps_fn = eps_fn or model.eps_hat
@@ -335,7 +345,7 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
     calls = ref.evals
     lattice = ref
     if solver == "heun":
-        lattice = _coarser(ref, HEUN_LEVELS, HEUN_ROWS)
+        lattice = _coarser(ref, HEUN_LEVELS, heun_rows)
         steps_span = span or min(lattice.levels - 1, max(4, math.ceil(3 * (lattice.levels - 1) / steps)))
         E, extra = _heun_errors(eps_fn, lattice, steps_span, progress)
         calls, first = calls + extra * lattice.z.shape[1] / examples, None
@@ -366,7 +376,8 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
     t = gamma_to_t(model.schedule, gammas)
     t[0], t[-1] = 1.0, 0.0
     grid = Grid(t, gammas, f"solver-aware ({solver})")
-    grid.info.update(sampler=solver, euler_last=euler_last, error=err, start=start, candidate_errors=errors, dp_cost=dp_cost,
-                     lattice=levels, dp_lattice=lattice.levels, substeps=substeps, examples=examples,
-                     network_calls=round(calls), rows_per_call=examples, seconds=time.perf_counter() - tic)
+    grid.info.update(sampler=solver, euler_last=euler_last, error=err, start=start, candidate_errors=errors,
+                     dp_cost=dp_cost, lattice=levels, dp_lattice=lattice.levels, substeps=substeps, examples=examples,
+                     sweeps=sweeps, heun_rows=heun_rows if solver == "heun" else None, network_calls=round(calls),
+                     rows_per_call=examples, seconds=time.perf_counter() - tic)
     return grid
