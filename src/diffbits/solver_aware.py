@@ -378,6 +378,6 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
     grid = Grid(t, gammas, f"solver-aware ({solver})")
     grid.info.update(sampler=solver, euler_last=euler_last, error=err, start=start, candidate_errors=errors,
                      dp_cost=dp_cost, lattice=levels, dp_lattice=lattice.levels, substeps=substeps, examples=examples,
-                     sweeps=sweeps, heun_rows=heun_rows if solver == "heun" else None, network_calls=round(calls),
-                     rows_per_call=examples, seconds=time.perf_counter() - tic)
+                     sweeps=sweeps, heun_rows=lattice.z.shape[1] if solver == "heun" else None,
+                     network_calls=round(calls), rows_per_call=examples, seconds=time.perf_counter() - tic)
     return grid
