@@ -45,6 +45,33 @@ SETTINGS = {"old": ("old (16 noises, any decrease)", dict(examples=16, substeps=
             "previous": ("before: Heun refined (2 sweeps), local errors on 8 rows", dict(sweeps=2, heun_rows=8))}
 
 
+def fresh_reference(model, n: int, ref_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` fresh noises (seed 0; the fits use 1234) and their reference signals: DPM-Solver++(2M),
+    ``ref_steps`` steps uniform in log-SNR."""
+    z = randn_like(torch.empty((n,) + tuple(model.data_shape)), torch.Generator().manual_seed(0))
+    grid = fixed_grid("uniform-logsnr", model.schedule, ref_steps).gamma
+    return z, _signal(SAMPLERS["dpmpp2m"](model.eps_hat, z, grid.to(z.dtype)), grid[-1])
+
+
+def squared_errors(model, z, ref, solver: str, euler_last: bool, gammas: torch.Tensor) -> np.ndarray:
+    """Each fresh noise's mean squared error of the final signal when ``solver`` walks ``gammas``."""
+    gammas = torch.as_tensor(gammas, dtype=torch.float64)
+    x = _signal(get_sampler(solver, euler_last)(model.eps_hat, z, gammas.to(z.dtype)), gammas[-1])
+    return (x - ref).double().pow(2).flatten(1).mean(1).numpy()
+
+
+def rmse_change(e: np.ndarray, base: np.ndarray, draws: int = 200) -> tuple[float, float]:
+    """RMSE of ``e`` minus that of ``base`` (per-noise squared errors, the same noises) and its
+    paired bootstrap standard error."""
+    idx = np.random.default_rng(0).integers(0, len(e), (draws, len(e)))
+    d = np.sqrt(e[idx].mean(1)) - np.sqrt(base[idx].mean(1))
+    return float(np.sqrt(e.mean()) - np.sqrt(base.mean())), float(d.std(ddof=1))
+
+
+def _signal(z, gamma):
+    return z / alpha_sigma(torch.as_tensor(gamma, dtype=z.dtype))[0]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="digits")
@@ -58,12 +85,7 @@ def main(argv=None) -> int:
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in a.cases.split(",")]
     torch.set_grad_enabled(False)
     _, model = resolve_model(a.model)
-    z = randn_like(torch.empty((a.n,) + tuple(model.data_shape)), torch.Generator().manual_seed(0))
-    eps_fn = lambda zz, g: model.eps_hat(zz, g)  # noqa: E731
-    signal = lambda zz, g: zz / alpha_sigma(torch.as_tensor(g, dtype=zz.dtype))[0]  # noqa: E731
-    grid = fixed_grid("uniform-logsnr", model.schedule, a.ref_steps).gamma
-    ref = signal(SAMPLERS["dpmpp2m"](eps_fn, z, grid.to(z.dtype)), grid[-1])
-    idx = np.random.default_rng(0).integers(0, a.n, (200, a.n))
+    z, ref = fresh_reference(model, a.n, a.ref_steps)
     lines = [f"shipped `{a.model}`, {a.n} fresh noises, reference: DPM-Solver++(2M), {a.ref_steps} steps uniform in log-SNR; "
              "cells: RMSE (its difference to EDM's ± paired bootstrap standard error), fit seconds and network calls "
              "(of the fit's 32 rows)", "",
@@ -71,20 +93,15 @@ def main(argv=None) -> int:
              + " | ".join(settings) + " |", "|---|---:|---:|---|" + "---|" * len(settings)]
     for solver, nfe in cases:
         steps, euler_last = nfe_budget(solver, nfe)  # Heun on an odd budget: a last Euler step
-        walk = get_sampler(solver, euler_last)
-
-        def sq_errors(gammas):
-            x = signal(walk(eps_fn, z, gammas.to(z.dtype)), gammas[-1])
-            return (x - ref).double().pow(2).flatten(1).mean(1).numpy()
-        edm = sq_errors(fixed_grid("edm", model.schedule, steps).gamma)
+        edm = squared_errors(model, z, ref, solver, euler_last, fixed_grid("edm", model.schedule, steps).gamma)
         cells = [f"{edm.max() / edm.sum():.0%}", f"{np.sqrt(edm.mean()):.4f}"]
         for kw in settings.values():
             tic = time.time()
             fit = solver_aware(model, solver, steps, generator=torch.Generator().manual_seed(1234), euler_last=euler_last,
                                **kw)
-            sec, e = time.time() - tic, sq_errors(fit.gamma)
-            d = np.sqrt(e[idx].mean(1)) - np.sqrt(edm[idx].mean(1))
-            cells.append(f"{np.sqrt(e.mean()):.4f} ({np.sqrt(e.mean()) - np.sqrt(edm.mean()):+.4f} ± {d.std(ddof=1):.4f}), "
+            sec, e = time.time() - tic, squared_errors(model, z, ref, solver, euler_last, fit.gamma)
+            change, se = rmse_change(e, edm)
+            cells.append(f"{np.sqrt(e.mean()):.4f} ({change:+.4f} ± {se:.4f}), "
                          f"{sec:.0f} s, {fit.info['network_calls']} calls")
         lines.append(f"| {solver} | {nfe} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)

@@ -10,7 +10,8 @@ import torch
 from diffbits.grids import FIXED, fixed_grid
 from diffbits.samplers import SAMPLERS, dpmpp_2m
 from diffbits.score_optimal import score_optimal
-from diffbits.solver_aware import best_path, global_error, local_errors, path_cost, reference, solver_aware
+from diffbits.solver_aware import (best_path, choose_start, global_error, local_errors, path_cost, reference,
+                                   solver_aware)
 
 from .test_sampling import S_DATA, SCHED, GaussianModel, exact_flow
 
@@ -91,7 +92,7 @@ def test_on_gaussian_data_it_is_no_worse_than_score_optimal_on_fresh_noise(solve
     grid = solver_aware(MODEL, solver, steps, seeds={"score-optimal": score}, levels=33,
                         generator=torch.Generator().manual_seed(3))
     assert grid.steps == steps and grid.gamma[0] == G_HI and grid.gamma[-1] == G_LO
-    assert grid.info["error"] <= min(grid.info["candidate_errors"].values())
+    assert grid.info["error"] <= grid.info["candidate_errors"][grid.info["start"]]
     z1 = torch.randn(2048, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))  # fresh noise
     target = exact_flow(z1, G_HI, G_LO)
 
@@ -105,7 +106,7 @@ def test_an_odd_budget_fits_heun_with_a_last_euler_step():
     """Heun at NFE 5: two Heun steps and a last Euler step; the fit walks that sampler, and its
     grid is no worse on fresh noise than the fixed grids walked the same way."""
     grid = solver_aware(MODEL, "heun", 3, levels=17, euler_last=True, generator=torch.Generator().manual_seed(3))
-    assert grid.info["euler_last"] and grid.info["error"] <= min(grid.info["candidate_errors"].values())
+    assert grid.info["euler_last"] and grid.info["error"] <= grid.info["candidate_errors"][grid.info["start"]]
     z1 = torch.randn(2048, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     target = exact_flow(z1, G_HI, G_LO)
 
@@ -114,6 +115,20 @@ def test_an_odd_budget_fits_heun_with_a_last_euler_step():
     assert error(grid.gamma) <= 1.001 * min(error(fixed_grid(name, SCHED, 3).gamma) for name in FIXED)
     with pytest.raises(ValueError, match="Heun"):
         solver_aware(MODEL, "dpmpp2m", 3, euler_last=True)
+
+
+def test_the_fit_starts_from_the_dp_path_unless_another_candidate_wins_broadly():
+    errors = {"dynamic programme": 0.10, "edm": 0.09, "cosine": 0.095}
+    versus_dp = {"edm": (-0.002, 0.003), "cosine": (-0.001, 0.0002)}  # (mean change of MSE, its standard error)
+    assert choose_start(errors, versus_dp, test=1.0) == "cosine"  # edm is lower, but within its noise
+    assert choose_start(errors, versus_dp, test=0.0) == "edm"  # any decrease: the least
+    assert choose_start(errors, versus_dp, test=6.0) == "dynamic programme"
+    grid = solver_aware(MODEL, "dpmpp2m", 4, levels=17, generator=torch.Generator().manual_seed(3))
+    info = grid.info
+    assert set(info["candidates"]) == set(info["candidate_errors"]) == set(info["candidate_versus_dp"]) | {
+        "dynamic programme"}
+    assert info["start"] == choose_start(info["candidate_errors"], info["candidate_versus_dp"])
+    assert all(len(g) == 5 for g in info["candidates"].values())
 
 
 def test_global_error_is_the_final_signal_error(ref):
