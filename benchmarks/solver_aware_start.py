@@ -31,11 +31,10 @@ from solver_aware_fit import fresh_reference, rmse_change, squared_errors  # noq
 from diffbits.runs import resolve_model, signal_examples  # noqa: E402
 from diffbits.samplers import nfe_budget  # noqa: E402
 from diffbits.score_optimal import probe_costs, score_optimal  # noqa: E402
-from diffbits.solver_aware import choose_start, solver_aware  # noqa: E402
+from diffbits.solver_aware import DP_PATH, choose_start, solver_aware  # noqa: E402
 
 CASES = "heun:5,heun:10,heun:20,dpmpp2m:5,dpmpp2m:10,dpmpp2m:20"
 RULES = {"least": 0.0, "dp-1": 1.0, "dp-2": 2.0}  # choose_start's test
-DP = "dynamic programme"
 
 
 def main(argv=None) -> int:
@@ -70,8 +69,8 @@ def main(argv=None) -> int:
             fresh = {n: squared_errors(model, z, ref, solver, euler_last, g) for n, g in info["candidates"].items()}
             cells = []
             for n, e in fresh.items():
-                change, se = rmse_change(e, fresh[DP])
-                vs = "" if n == DP else f" ({change:+.4f} ± {se:.4f})"
+                change, se = rmse_change(e, fresh[DP_PATH])
+                vs = "" if n == DP_PATH else f" ({change:+.4f} ± {se:.4f})"
                 cells.append(f"{n} {info['candidate_errors'][n]:.4f} / {np.sqrt(e.mean()):.4f}{vs}")
             picks = {r: choose_start(info["candidate_errors"], info["candidate_versus_dp"], k)
                      for r, k in RULES.items()}

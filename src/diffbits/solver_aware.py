@@ -41,12 +41,13 @@ from .samplers import EpsFn, dpmpp_2m, get_sampler
 from .schedules import alpha_sigma
 from .tensors import randn_like
 
-__all__ = ["SOLVERS", "MULTISTEP", "SWEEPS", "Reference", "reference", "local_errors", "best_path", "path_cost",
-           "global_error", "refine", "choose_start", "solver_aware"]
+__all__ = ["SOLVERS", "MULTISTEP", "SWEEPS", "DP_PATH", "Reference", "reference", "local_errors", "best_path",
+           "path_cost", "global_error", "refine", "choose_start", "solver_aware"]
 
 SOLVERS = ("ddim", "heun", "dpmpp2m")  # deterministic: an error against the reference means something
 MULTISTEP = {"ddim": False, "heun": False, "dpmpp2m": True}
 LATTICE, SUBSTEPS, EXAMPLES = 65, 2, 32
+DP_PATH = "dynamic programme"  # the DP path's name among the candidates
 # Heun's local errors cost a call per pair: every other level, half the rows (on 8 rows the DP path was noisy:
 # digits NFE 20 on fresh noise, 0.0454 against 0.0330 on 16; benchmarks/RESULTS.md).
 HEUN_LEVELS, HEUN_ROWS = 33, 16
@@ -321,7 +322,7 @@ def choose_start(errors: dict[str, float], versus_dp: dict[str, tuple[float, flo
     The refinement's rule for a move: candidates often differ by less than the noise of 32 rows, and the
     least on them need not be the least on fresh noise (benchmarks/RESULTS.md)."""
     passed = [name for name, (mean, se) in versus_dp.items() if mean < -max(test, 0.0) * se]
-    return min(passed, key=errors.get) if passed else "dynamic programme"
+    return min(passed, key=errors.get) if passed else DP_PATH
 
 
 def _paired(change: Tensor) -> tuple[float, float]:
@@ -373,7 +374,7 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
         last = None
     path, dp_cost = best_path(E, steps, first, last)
     fixed = {name: fixed_grid(name, model.schedule, steps).gamma for name in FIXED}
-    candidates = {"dynamic programme": lattice.gamma[path]}
+    candidates = {DP_PATH: lattice.gamma[path]}
     for name, g in {**fixed, **(seeds or {})}.items():
         if len(g) == steps + 1:
             g = g.double().clone()
@@ -386,8 +387,8 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
         memo.settle(True)
         calls += memo.calls
     errors = {name: float(e.mean().sqrt()) for name, (_, e) in solves.items()}
-    dp = solves["dynamic programme"][1]
-    versus_dp = {name: _paired(e - dp) for name, (_, e) in solves.items() if name != "dynamic programme"}
+    dp = solves[DP_PATH][1]
+    versus_dp = {name: _paired(e - dp) for name, (_, e) in solves.items() if name != DP_PATH}
     start = choose_start(errors, versus_dp, test)
     gammas, err, refine_calls = refine(eps_fn, ref, solver, candidates[start], sweeps, progress, euler_last, test,
                                        start=solves[start])
