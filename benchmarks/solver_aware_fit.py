@@ -7,9 +7,10 @@ decrease kept) and with the defaults (32 noises, 2 substeps, ``solver_aware.SWEE
 kept only when the paired per-noise change is a standard error below zero), or with two standard
 errors (``--settings strict``), two, one or no refinement sweeps (``two-sweeps``, ``one-sweep``,
 ``no-refine``), Heun's local errors measured on 8 rows, not 16 (``heun-rows-8``), or Heun's
-settings before December 2026 (``previous``: 2 sweeps, 8 rows). Each RMSE difference to EDM comes with
-a paired bootstrap standard error; the share of the squared error carried by the worst noise
-says why one is needed. Prints a table and appends it to ``benchmarks/RESULTS.md``.
+settings before December 2026 (``previous``: 2 sweeps, 8 rows), or 48 or 64 fitting noises
+(``noises-48``, ``noises-64``). Each RMSE difference to EDM comes with a paired bootstrap standard
+error; the share of the squared error carried by the worst noise says why one is needed. Prints a table
+and appends it to ``benchmarks/RESULTS.md``.
 
     python benchmarks/solver_aware_fit.py [--model digits] [--n 512] [--ref-steps 200]
         [--settings old,default] [--cases dpmpp2m:5,...]
@@ -42,6 +43,8 @@ SETTINGS = {"old": ("old (16 noises, any decrease)", dict(examples=16, substeps=
             "one-sweep": ("one refinement sweep", dict(sweeps=1)),
             "no-refine": ("the best candidate, unrefined", dict(sweeps=0)),
             "heun-rows-8": ("Heun's local errors on 8 rows", dict(heun_rows=8)),
+            "noises-48": ("48 fitting noises, not 32", dict(examples=48)),
+            "noises-64": ("64 fitting noises, not 32", dict(examples=64)),
             "previous": ("before: Heun refined (2 sweeps), local errors on 8 rows", dict(sweeps=2, heun_rows=8))}
 
 
