@@ -55,7 +55,7 @@ from diffbits.data import load_dataset  # noqa: E402
 from diffbits.grids import fixed_grid  # noqa: E402
 from diffbits.runs import load_run, model_fingerprint  # noqa: E402
 from diffbits.samplers import SAMPLERS, get_sampler, nfe_budget  # noqa: E402
-from diffbits.schedules import Cosine, alpha_sigma  # noqa: E402
+from diffbits.schedules import Cosine, alpha_sigma, signal_of  # noqa: E402
 from diffbits.score_optimal import probe_costs, score_optimal  # noqa: E402
 from diffbits.solver_aware import SOLVERS, solver_aware  # noqa: E402
 from diffbits.tensors import randn_like  # noqa: E402
@@ -247,13 +247,10 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
     z = randn_like(torch.empty((n,) + tuple(model.data_shape)), torch.Generator().manual_seed(seed))
     eps_fn = lambda zz, g: model.eps_hat(zz, g)  # noqa: E731
 
-    def finish(z0, gamma_end):
-        return z0 / alpha_sigma(torch.as_tensor(gamma_end, dtype=z0.dtype))[0]
-
     ref_grid = fixed_grid("uniform-logsnr", model.schedule, ref_steps)
     tic = time.time()
     z_ref = SAMPLERS["dpmpp2m"](eps_fn, z, ref_grid.gamma.to(z.dtype))
-    ref = finish(z_ref, ref_grid.gamma[-1])
+    ref = signal_of(z_ref, ref_grid.gamma[-1])
     alpha_lo, sigma_lo = alpha_sigma(ref_grid.gamma[-1].to(z.dtype))
     ref_x0 = (z_ref - sigma_lo * eps_fn(z_ref, ref_grid.gamma[-1].to(z.dtype).expand(len(z)))) / alpha_lo  # D at the end
     ref_quality = _quality(quality(ref))
@@ -286,7 +283,7 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
             for grid_name, gammas in grids.items():
                 gen = torch.Generator().manual_seed(seed + 1)
                 tic = time.time()
-                x = finish(walk(eps_fn, z, gammas.to(z.dtype), generator=gen), gammas[-1])
+                x = signal_of(walk(eps_fn, z, gammas.to(z.dtype), generator=gen), gammas[-1])
                 errors = _errors(x, ref) if sampler != "ancestral" else {"rmse": float("nan")}
                 rows.append(dict(method=f"{sampler} / {grid_name}", sampler=sampler, grid=grid_name, nfe=nfe,
                                  **errors, **_quality(quality(x)), **_quality(fidelity(x, ref), "fidelity"),

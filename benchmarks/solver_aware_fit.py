@@ -31,7 +31,7 @@ from report import append_results, header  # noqa: E402
 from diffbits.grids import fixed_grid  # noqa: E402
 from diffbits.runs import resolve_model  # noqa: E402
 from diffbits.samplers import SAMPLERS, get_sampler, nfe_budget  # noqa: E402
-from diffbits.schedules import alpha_sigma  # noqa: E402
+from diffbits.schedules import signal_of  # noqa: E402
 from diffbits.solver_aware import solver_aware  # noqa: E402
 from diffbits.tensors import randn_like  # noqa: E402
 
@@ -53,13 +53,13 @@ def fresh_reference(model, n: int, ref_steps: int) -> tuple[torch.Tensor, torch.
     ``ref_steps`` steps uniform in log-SNR."""
     z = randn_like(torch.empty((n,) + tuple(model.data_shape)), torch.Generator().manual_seed(0))
     grid = fixed_grid("uniform-logsnr", model.schedule, ref_steps).gamma
-    return z, _signal(SAMPLERS["dpmpp2m"](model.eps_hat, z, grid.to(z.dtype)), grid[-1])
+    return z, signal_of(SAMPLERS["dpmpp2m"](model.eps_hat, z, grid.to(z.dtype)), grid[-1])
 
 
 def squared_errors(model, z, ref, solver: str, euler_last: bool, gammas: torch.Tensor) -> np.ndarray:
     """Each fresh noise's mean squared error of the final signal when ``solver`` walks ``gammas``."""
     gammas = torch.as_tensor(gammas, dtype=torch.float64)
-    x = _signal(get_sampler(solver, euler_last)(model.eps_hat, z, gammas.to(z.dtype)), gammas[-1])
+    x = signal_of(get_sampler(solver, euler_last)(model.eps_hat, z, gammas.to(z.dtype)), gammas[-1])
     return (x - ref).double().pow(2).flatten(1).mean(1).numpy()
 
 
@@ -69,10 +69,6 @@ def rmse_change(e: np.ndarray, base: np.ndarray, draws: int = 200) -> tuple[floa
     idx = np.random.default_rng(0).integers(0, len(e), (draws, len(e)))
     d = np.sqrt(e[idx].mean(1)) - np.sqrt(base[idx].mean(1))
     return float(np.sqrt(e.mean()) - np.sqrt(base.mean())), float(d.std(ddof=1))
-
-
-def _signal(z, gamma):
-    return z / alpha_sigma(torch.as_tensor(gamma, dtype=z.dtype))[0]
 
 
 def main(argv=None) -> int:

@@ -22,6 +22,7 @@ __all__ = [
     "Cosine",
     "MonotoneNet",
     "alpha_sigma",
+    "signal_of",
     "build_schedule",
 ]
 
@@ -29,6 +30,12 @@ __all__ = [
 def alpha_sigma(gamma: Tensor) -> tuple[Tensor, Tensor]:
     """``alpha = sqrt(sigmoid(-gamma))``, ``sigma = sqrt(sigmoid(gamma))``."""
     return torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+
+
+def signal_of(z: Tensor, gamma) -> Tensor:
+    """``z / alpha(gamma)``: a latent at level ``gamma`` (a sampler's output at its last level) in signal
+    units, ``alpha`` computed in ``z``'s dtype."""
+    return z / alpha_sigma(torch.as_tensor(gamma, dtype=z.dtype))[0]
 
 
 class Schedule(nn.Module):

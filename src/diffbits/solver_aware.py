@@ -38,7 +38,7 @@ from torch import Tensor
 from .grids import FIXED, Grid, fixed_grid, gamma_of, gamma_to_t
 from .progress import progress as progress_bar
 from .samplers import EpsFn, dpmpp_2m, get_sampler
-from .schedules import alpha_sigma
+from .schedules import alpha_sigma, signal_of
 from .tensors import randn_like
 
 __all__ = ["SOLVERS", "MULTISTEP", "SWEEPS", "DP_PATH", "Reference", "reference", "local_errors", "best_path",
@@ -72,10 +72,6 @@ class Reference:
         return len(self.gamma)
 
 
-def _signal(z: Tensor, gamma) -> Tensor:
-    return z / alpha_sigma(torch.as_tensor(gamma, dtype=z.dtype))[0]
-
-
 @torch.no_grad()
 def reference(eps_fn: EpsFn, gamma_hi: float, gamma_lo: float, z: Tensor, levels: int = LATTICE,
               substeps: int = SUBSTEPS, progress: bool = False) -> Reference:
@@ -99,7 +95,7 @@ def reference(eps_fn: EpsFn, gamma_hi: float, gamma_lo: float, z: Tensor, levels
 
     z_end = dpmpp_2m(recording, z, fine.to(z.dtype), progress=progress, callback=keep)
     eps = eps[::substeps]  # the predictions at the lattice levels (the fine steps' starting points)
-    return Reference(lattice, torch.stack(zs), torch.stack(eps), _signal(z_end, lattice[-1]), len(fine) - 1)
+    return Reference(lattice, torch.stack(zs), torch.stack(eps), signal_of(z_end, lattice[-1]), len(fine) - 1)
 
 
 def _coarser(ref: Reference, levels: int, rows: int) -> Reference:
@@ -272,7 +268,7 @@ class _Memo:
 def _squared_errors(eps_fn: EpsFn, ref: Reference, solver: str, gammas: Tensor, euler_last: bool) -> Tensor:
     """Each reference row's mean squared error of the final signal when ``solver`` walks ``gammas``."""
     z = get_sampler(solver, euler_last)(eps_fn, ref.z[0], gammas.to(ref.z.dtype))
-    return (_signal(z, gammas[-1]) - ref.x_end).double().pow(2).flatten(1).mean(1)
+    return (signal_of(z, gammas[-1]) - ref.x_end).double().pow(2).flatten(1).mean(1)
 
 
 @torch.no_grad()
