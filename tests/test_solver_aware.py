@@ -10,8 +10,8 @@ import torch
 from diffbits.grids import FIXED, fixed_grid
 from diffbits.samplers import SAMPLERS, dpmpp_2m
 from diffbits.score_optimal import score_optimal
-from diffbits.solver_aware import (best_path, choose_start, global_error, local_errors, path_cost, reference,
-                                   solver_aware)
+from diffbits.solver_aware import (DP_PATH, best_path, choose_start, global_error, local_errors, path_cost,
+                                   reference, solver_aware)
 
 from .test_sampling import S_DATA, SCHED, GaussianModel, exact_flow
 
@@ -118,15 +118,14 @@ def test_an_odd_budget_fits_heun_with_a_last_euler_step():
 
 
 def test_the_fit_starts_from_the_dp_path_unless_another_candidate_wins_broadly():
-    errors = {"dynamic programme": 0.10, "edm": 0.09, "cosine": 0.095}
+    errors = {DP_PATH: 0.10, "edm": 0.09, "cosine": 0.095}
     versus_dp = {"edm": (-0.002, 0.003), "cosine": (-0.001, 0.0002)}  # (mean change of MSE, its standard error)
     assert choose_start(errors, versus_dp, test=1.0) == "cosine"  # edm is lower, but within its noise
     assert choose_start(errors, versus_dp, test=0.0) == "edm"  # any decrease: the least
-    assert choose_start(errors, versus_dp, test=6.0) == "dynamic programme"
+    assert choose_start(errors, versus_dp, test=6.0) == DP_PATH
     grid = solver_aware(MODEL, "dpmpp2m", 4, levels=17, generator=torch.Generator().manual_seed(3))
     info = grid.info
-    assert set(info["candidates"]) == set(info["candidate_errors"]) == set(info["candidate_versus_dp"]) | {
-        "dynamic programme"}
+    assert set(info["candidates"]) == set(info["candidate_errors"]) == set(info["candidate_versus_dp"]) | {DP_PATH}
     assert info["start"] == choose_start(info["candidate_errors"], info["candidate_versus_dp"])
     assert all(len(g) == 5 for g in info["candidates"].values())
 
