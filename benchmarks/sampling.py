@@ -272,6 +272,7 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
                      "edm": fixed_grid("edm", model.schedule, steps).gamma}
             for variant, c in costs.items():
                 grids[f"score-optimal ({variant})"] = score_optimal(model, None, steps, variant=variant, costs=c).gamma
+            walks = {}  # grid -> its own walk: Heun's form the solver-aware fit chose
             if sampler in SOLVERS:
                 tic = time.time()
                 seeds = {k: v for k, v in grids.items() if k.startswith("score-optimal")}
@@ -280,10 +281,11 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
                 notes["grid_s"][f"solver-aware {sampler} NFE {nfe}"] = time.time() - tic
                 notes["fit_start"][f"solver-aware {sampler} NFE {nfe}"] = fit.info["start"]
                 grids["solver-aware"] = fit.gamma
+                walks["solver-aware"] = get_sampler(sampler, fit.info["euler_last"])
             for grid_name, gammas in grids.items():
                 gen = torch.Generator().manual_seed(seed + 1)
                 tic = time.time()
-                x = signal_of(walk(eps_fn, z, gammas.to(z.dtype), generator=gen), gammas[-1])
+                x = signal_of(walks.get(grid_name, walk)(eps_fn, z, gammas.to(z.dtype), generator=gen), gammas[-1])
                 errors = _errors(x, ref) if sampler != "ancestral" else {"rmse": float("nan")}
                 rows.append(dict(method=f"{sampler} / {grid_name}", sampler=sampler, grid=grid_name, nfe=nfe,
                                  **errors, **_quality(quality(x)), **_quality(fidelity(x, ref), "fidelity"),

@@ -66,7 +66,8 @@ def main(argv=None) -> int:
             fit = solver_aware(model, solver, steps, seeds={"score-optimal (corrector)": seed}, euler_last=euler_last,
                                sweeps=0, generator=torch.Generator().manual_seed(1234))  # the candidates only
             info = fit.info
-            fresh = {n: squared_errors(model, z, ref, solver, euler_last, g) for n, g in info["candidates"].items()}
+            fresh = {n: squared_errors(model, z, ref, solver, info["candidate_euler_last"][n], g)
+                     for n, g in info["candidates"].items()}
             cells = []
             for n, e in fresh.items():
                 change, se = rmse_change(e, fresh[DP_PATH])

@@ -10,8 +10,8 @@ import torch
 from diffbits.grids import FIXED, fixed_grid
 from diffbits.samplers import SAMPLERS, dpmpp_2m
 from diffbits.score_optimal import score_optimal
-from diffbits.solver_aware import (DP_PATH, best_path, choose_start, global_error, local_errors, path_cost,
-                                   reference, solver_aware)
+from diffbits.solver_aware import (DP_EULER_LAST, DP_PATH, best_path, choose_start, global_error, local_errors,
+                                   path_cost, reference, solver_aware)
 
 from .test_sampling import S_DATA, SCHED, GaussianModel, exact_flow
 
@@ -115,6 +115,28 @@ def test_an_odd_budget_fits_heun_with_a_last_euler_step():
     assert error(grid.gamma) <= 1.001 * min(error(fixed_grid(name, SCHED, 3).gamma) for name in FIXED)
     with pytest.raises(ValueError, match="Heun"):
         solver_aware(MODEL, "dpmpp2m", 3, euler_last=True)
+
+
+def test_an_even_heun_budget_also_tries_a_last_euler_step():
+    """Heun's corrector evaluates the network at the grid's last, almost noiseless level. Where the
+    network is wrong there (a trained one can be), the fit takes its DP path whose last step is an
+    Euler step (one call unspent) and says so; without that candidate it cannot, and is worse."""
+    def wrong_at_the_end(z, gamma):
+        return EPS(z, gamma) + (gamma - G_LO).abs().lt(1e-6).to(z.dtype).view(-1, 1)
+
+    kw = dict(levels=17, eps_fn=wrong_at_the_end, generator=torch.Generator().manual_seed(3))
+    grid, full = solver_aware(MODEL, "heun", 4, **kw), solver_aware(MODEL, "heun", 4, try_euler_last=False, **kw)
+    info = grid.info
+    assert info["candidate_euler_last"] == {name: name == DP_EULER_LAST for name in info["candidates"]}
+    assert info["start"] == DP_EULER_LAST and info["euler_last"] is True
+    assert DP_EULER_LAST not in full.info["candidates"] and full.info["euler_last"] is False
+    z1 = torch.randn(2048, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    target = exact_flow(z1, G_HI, G_LO)
+
+    def error(g):
+        return rms(SAMPLERS["heun"](wrong_at_the_end, z1, g.gamma, euler_last=g.info["euler_last"]) - target)
+    assert error(grid) < 0.5 * error(full)
+    assert grid.info["error"] < 0.5 * full.info["error"]
 
 
 def test_the_fit_starts_from_the_dp_path_unless_another_candidate_wins_broadly():

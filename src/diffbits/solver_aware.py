@@ -21,6 +21,9 @@ the same starting noises (Align Your Steps, Sabour et al. 2024, chooses grids th
    moves that help the rows broadly (a paired test): one row can carry a third of the squared
    error, and a move that suits only it does not carry over to fresh noise. Heun's start
    is kept as it is (``SWEEPS``): its refinement did not carry over to fresh noise.
+   On an even budget Heun also tries its DP path with a last Euler step (``DP_EULER_LAST``,
+   one call unspent, as EDM's and the peers' Heun): a Heun step's corrector evaluates the
+   network at the grid's last, almost noiseless level, and an Euler step does not.
 
 Errors are RMS per coordinate: of ``z`` for a step, of the signal ``z / alpha`` at the end.
 """
@@ -41,13 +44,14 @@ from .samplers import EpsFn, dpmpp_2m, get_sampler
 from .schedules import alpha_sigma, signal_of
 from .tensors import randn_like
 
-__all__ = ["SOLVERS", "MULTISTEP", "SWEEPS", "DP_PATH", "Reference", "reference", "local_errors", "best_path",
+__all__ = ["SOLVERS", "MULTISTEP", "SWEEPS", "DP_PATH", "DP_EULER_LAST", "Reference", "reference", "local_errors", "best_path",
            "path_cost", "global_error", "refine", "choose_start", "solver_aware"]
 
 SOLVERS = ("ddim", "heun", "dpmpp2m")  # deterministic: an error against the reference means something
 MULTISTEP = {"ddim": False, "heun": False, "dpmpp2m": True}
 LATTICE, SUBSTEPS, EXAMPLES = 65, 2, 32
 DP_PATH = "dynamic programme"  # the DP path's name among the candidates
+DP_EULER_LAST = "dynamic programme (Euler last)"  # Heun's DP path whose last step is an Euler step
 # Heun's local errors cost a call per pair: every other level, half the rows (on 8 rows the DP path was noisy:
 # digits NFE 20 on fresh noise, 0.0454 against 0.0330 on 16; benchmarks/RESULTS.md).
 HEUN_LEVELS, HEUN_ROWS = 33, 16
@@ -337,14 +341,16 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
                  examples: int = EXAMPLES, levels: int = LATTICE, substeps: int = SUBSTEPS, span: int | None = None,
                  sweeps: int | None = None, heun_rows: int = HEUN_ROWS, generator: torch.Generator | None = None,
                  progress: bool = False, eps_fn: Callable | None = None, euler_last: bool = False,
-                 test: float = 1.0) -> Grid:
+                 try_euler_last: bool = True, test: float = 1.0) -> Grid:
     """The ``steps``-step grid for ``solver`` on ``model`` (its ``schedule`` and ``eps_hat``):
     reference, local errors, DP, then ``refine`` from the candidate ``choose_start`` picks of the DP
     path, the fixed grids (``grids.FIXED``) and ``seeds`` (name -> decreasing gammas over the model's
     range, e.g. the score-optimal grid). ``info`` records each candidate (its grid, its true error,
     its paired change against the DP path), the chosen one, the network calls and the seconds.
     ``test``: standard errors a candidate or a refinement move must win by.
-    ``euler_last``: Heun's last step is an Euler step (``samplers.sampler_for_nfe``, odd budgets).
+    ``euler_last``: Heun's last step is an Euler step (``samplers.sampler_for_nfe``, odd budgets);
+    without it Heun also tries that form on the same steps (``DP_EULER_LAST``, one call fewer) unless
+    ``try_euler_last`` is off, and ``info["euler_last"]`` says which form the grid is for.
     ``sweeps``: refinement sweeps, by default ``SWEEPS[solver]`` (none for Heun: its start
     is the grid). ``heun_rows``: the reference rows Heun's local errors are measured on."""
     _check(solver)
@@ -363,29 +369,33 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
         steps_span = span or min(lattice.levels - 1, max(4, math.ceil(3 * (lattice.levels - 1) / steps)))
         E, extra = _heun_errors(eps_fn, lattice, steps_span, progress)
         calls, first = calls + extra * lattice.z.shape[1] / examples, None
-        last = _linear_errors(lattice, False) if euler_last else None  # Euler = DDIM: no calls
+        euler = _linear_errors(lattice, False)  # Euler = DDIM: no calls
+        last = euler if euler_last else None
     else:
         E = _linear_errors(ref, MULTISTEP[solver])
         first = _linear_errors(ref, False) if MULTISTEP[solver] else None
         last = None
     path, dp_cost = best_path(E, steps, first, last)
     fixed = {name: fixed_grid(name, model.schedule, steps).gamma for name in FIXED}
-    candidates = {DP_PATH: lattice.gamma[path]}
+    candidates, forms = {DP_PATH: lattice.gamma[path]}, {DP_PATH: euler_last}  # forms: name -> its euler_last
+    if solver == "heun" and not euler_last and try_euler_last:  # an even budget: also the DP path whose last step is an Euler step
+        candidates[DP_EULER_LAST], forms[DP_EULER_LAST] = lattice.gamma[best_path(E, steps, None, euler)[0]], True
     for name, g in {**fixed, **(seeds or {})}.items():
         if len(g) == steps + 1:
             g = g.double().clone()
             g[0], g[-1] = g_hi, g_lo
-            candidates[name] = g
+            candidates[name], forms[name] = g, euler_last
     solves = {}  # name -> (memo holding its trajectory, per-row squared errors)
     for name, g in candidates.items():
         memo = _Memo(eps_fn)
-        solves[name] = memo, _squared_errors(memo, ref, solver, g, euler_last)
+        solves[name] = memo, _squared_errors(memo, ref, solver, g, forms[name])
         memo.settle(True)
         calls += memo.calls
     errors = {name: float(e.mean().sqrt()) for name, (_, e) in solves.items()}
     dp = solves[DP_PATH][1]
     versus_dp = {name: _paired(e - dp) for name, (_, e) in solves.items() if name != DP_PATH}
     start = choose_start(errors, versus_dp, test)
+    euler_last = forms[start]
     gammas, err, refine_calls = refine(eps_fn, ref, solver, candidates[start], sweeps, progress, euler_last, test,
                                        start=solves[start])
     calls += refine_calls
@@ -394,6 +404,7 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
     grid = Grid(t, gammas, f"solver-aware ({solver})")
     grid.info.update(sampler=solver, euler_last=euler_last, error=err, start=start, candidate_errors=errors,
                      candidate_versus_dp=versus_dp, candidates={k: v.tolist() for k, v in candidates.items()},
+                     candidate_euler_last=forms,
                      dp_cost=dp_cost, lattice=levels, dp_lattice=lattice.levels, substeps=substeps, examples=examples,
                      sweeps=sweeps, heun_rows=lattice.z.shape[1] if solver == "heun" else None,
                      network_calls=round(calls), rows_per_call=examples, seconds=time.perf_counter() - tic)

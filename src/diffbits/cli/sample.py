@@ -73,7 +73,6 @@ def run_sample(a) -> int:
     grid = run_grid(a.run, cfg, model, grid_name(a), steps, progress=True, sampler=a.sampler, euler_last=euler_last)
     if a.nfe is not None and grid.steps != steps:
         raise ValueError(f"--nfe {a.nfe} buys {sampler} {steps} steps; the grid has {grid.steps}")
-    euler_last = euler_last or (sampler == "heun" and bool(grid.info.get("euler_last")))  # a grid fitted so
     gen = torch.Generator().manual_seed(a.seed)
     cond, cols, n = class_labels(cfg, a.classes, a.guidance, a.run), None, a.n
     if cond is not None:  # one row of n per class
@@ -103,7 +102,7 @@ def run_grid_command(a) -> int:
                     sampler=a.sampler, euler_last=euler_last)
     if a.method == "solver-aware":
         i = grid.info
-        last = " (the last an Euler step)" if euler_last else ""
+        last = f" (the last an Euler step: {2 * steps - 1} calls a sample)" if i["euler_last"] else ""
         print(f"{a.sampler}, {steps} steps{last}: RMS error {i['error']:.4g} against a {i['lattice']}-level reference "
               f"({i['examples']} noises; started from the {i['start']} grid: "
               + ", ".join(f"{k} {v:.4g}" for k, v in i["candidate_errors"].items())
