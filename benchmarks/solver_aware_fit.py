@@ -8,8 +8,9 @@ kept only when the paired per-noise change is a standard error below zero), or w
 errors (``--settings strict``), two, one or no refinement sweeps (``two-sweeps``, ``one-sweep``,
 ``no-refine``), Heun's local errors measured on 8 rows, not 16 (``heun-rows-8``), or Heun's
 settings before December 2026 (``previous``: 2 sweeps, 8 rows), or 48 or 64 fitting noises
-(``noises-48``, ``noises-64``), or Heun without its Euler-last candidate on an even budget (``heun-full``,
-the fit before December 2026; its grid is then walked in the form it chose). Each RMSE difference to EDM comes with a paired bootstrap standard
+(``noises-48``, ``noises-64``), or without the candidate whose last step is first order (``no-euler-last``,
+the fit before December 2026: Heun's last step a Heun step on an even budget, DPM-Solver++(2M)'s second
+order); each grid is walked in the form it was fitted for. Each RMSE difference to EDM comes with a paired bootstrap standard
 error; the share of the squared error carried by the worst noise says why one is needed. Prints a table
 and appends it to ``benchmarks/RESULTS.md``.
 
@@ -47,7 +48,7 @@ SETTINGS = {"old": ("old (16 noises, any decrease)", dict(examples=16, substeps=
             "noises-48": ("48 fitting noises, not 32", dict(examples=48)),
             "noises-64": ("64 fitting noises, not 32", dict(examples=64)),
             "previous": ("before: Heun refined (2 sweeps), local errors on 8 rows", dict(sweeps=2, heun_rows=8)),
-            "heun-full": ("Heun's last step always a Heun step (no Euler-last candidate)", dict(try_euler_last=False))}
+            "no-euler-last": ("no first-order-last candidate", dict(try_euler_last=False))}
 
 
 def fresh_reference(model, n: int, ref_steps: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -132,3 +132,26 @@ def test_a_call_budget_is_spent_exactly(name, nfe, steps):
         assert torch.allclose(z_end, SAMPLERS["ddim"](model.eps_hat, before, gammas[-2:]), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="at least"):
         sampler_for_nfe(name, 1 if name == "heun" else 0)
+
+
+def test_a_first_order_last_step_is_a_ddim_step_at_the_same_calls():
+    """``get_sampler("dpmpp2m", euler_last=True)``: the steps before the last as usual, then DDIM's step
+    (DPM-Solver-1) from where they end; one call per step still. Samplers whose steps are all first
+    order refuse it."""
+    from diffbits.samplers import get_sampler
+
+    model, calls = GaussianModel(SCHED), []
+
+    def counted(z, gamma):
+        calls.append(1)
+        return model.eps_hat(z, gamma)
+    gammas = fixed_grid("edm", SCHED, 5).gamma
+    z = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    z_end = get_sampler("dpmpp2m", euler_last=True)(counted, z, gammas)
+    before = SAMPLERS["dpmpp2m"](model.eps_hat, z, gammas[:-1])
+    assert len(calls) == 5
+    assert torch.allclose(z_end, SAMPLERS["ddim"](model.eps_hat, before, gammas[-2:]), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(z_end, SAMPLERS["dpmpp2m"](model.eps_hat, z, gammas), rtol=1e-6, atol=1e-9)
+    for name in ("ddim", "ancestral"):
+        with pytest.raises(ValueError, match="first order"):
+            get_sampler(name, euler_last=True)

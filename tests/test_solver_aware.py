@@ -68,14 +68,14 @@ def test_multistep_errors_are_dpmpp_2m_steps_from_the_reference(ref):
     assert np.isinf(E[2, 1, 5]) and np.isinf(E[1, 4, 4])
 
 
-@pytest.mark.parametrize("kind", ["single-step", "multistep", "euler-last"])
+@pytest.mark.parametrize("kind", ["single-step", "multistep", "euler-last", "multistep, euler-last"])
 def test_the_dynamic_programme_equals_brute_force(kind):
     L, rng = 8, np.random.default_rng(3)
     first = np.triu(rng.random((L, L)), 1)
     first[first == 0] = np.inf
-    multistep = kind == "multistep"
+    multistep = kind.startswith("multistep")
     E = rng.random((L, L, L)) if multistep else first
-    last = 3 * np.triu(rng.random((L, L)), 1) if kind == "euler-last" else None  # Heun's last step costs otherwise
+    last = 3 * np.triu(rng.random((L, L)), 1) if kind.endswith("euler-last") else None  # a first-order last step
     for steps in range(1, L):
         paths = [[0, *mid, L - 1] for mid in itertools.combinations(range(1, L - 1), steps - 1)]
         brute = min(path_cost(p, E, first, last) for p in paths)
@@ -96,10 +96,11 @@ def test_on_gaussian_data_it_is_no_worse_than_score_optimal_on_fresh_noise(solve
     z1 = torch.randn(2048, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))  # fresh noise
     target = exact_flow(z1, G_HI, G_LO)
 
-    def error(gammas):
-        return rms(SAMPLERS[solver](EPS, z1, gammas) - target)
-    assert error(grid.gamma) <= 1.001 * error(score)
-    assert error(grid.gamma) <= 1.001 * min(error(fixed_grid(name, SCHED, steps).gamma) for name in FIXED)
+    def error(gammas, euler_last=False):
+        return rms(SAMPLERS[solver](EPS, z1, gammas, **({"euler_last": True} if euler_last else {})) - target)
+    fitted = error(grid.gamma, grid.info["euler_last"])  # the form the fit chose
+    assert fitted <= 1.001 * error(score)
+    assert fitted <= 1.001 * min(error(fixed_grid(name, SCHED, steps).gamma) for name in FIXED)
 
 
 def test_an_odd_budget_fits_heun_with_a_last_euler_step():
@@ -113,8 +114,8 @@ def test_an_odd_budget_fits_heun_with_a_last_euler_step():
     def error(gammas):
         return rms(SAMPLERS["heun"](EPS, z1, gammas, euler_last=True) - target)
     assert error(grid.gamma) <= 1.001 * min(error(fixed_grid(name, SCHED, 3).gamma) for name in FIXED)
-    with pytest.raises(ValueError, match="Heun"):
-        solver_aware(MODEL, "dpmpp2m", 3, euler_last=True)
+    with pytest.raises(ValueError, match="first order"):
+        solver_aware(MODEL, "ddim", 3, euler_last=True)
 
 
 def test_an_even_heun_budget_also_tries_a_last_euler_step():
@@ -149,6 +150,8 @@ def test_the_fit_starts_from_the_dp_path_unless_another_candidate_wins_broadly()
     info = grid.info
     assert set(info["candidates"]) == set(info["candidate_errors"]) == set(info["candidate_versus_dp"]) | {DP_PATH}
     assert info["start"] == choose_start(info["candidate_errors"], info["candidate_versus_dp"])
+    assert info["candidate_euler_last"] == {name: name == DP_EULER_LAST for name in info["candidates"]}
+    assert info["euler_last"] == info["candidate_euler_last"][info["start"]]
     assert all(len(g) == 5 for g in info["candidates"].values())
 
 

@@ -26,7 +26,7 @@ EpsFn = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor], "Tensor | None"]
 Sampler = Callable[..., Tensor]
 
-__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "nfe_budget", "sampler_for_nfe", "steps_for_nfe",
+__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "EULER_LAST", "nfe_budget", "sampler_for_nfe", "steps_for_nfe",
            "get_sampler", "EpsFn", "Callback"]
 
 
@@ -94,16 +94,18 @@ def heun(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: boo
 
 @torch.no_grad()
 def dpmpp_2m(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress: bool = False,
-              callback: Callback | None = None) -> Tensor:
+              callback: Callback | None = None, euler_last: bool = False) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in ``lambda = -gamma / 2``: multistep,
-    one call per step, the data prediction extrapolated linearly in ``lambda``."""
+    one call per step, the data prediction extrapolated linearly in ``lambda``.
+    ``euler_last``: the last step is first order (DPM-Solver-1 = DDIM; diffusers' ``lower_order_final``),
+    at the same calls."""
     x0_prev, h_prev = None, None
     for i in _steps(gammas, progress):
         (alpha_t, sigma_t), (alpha_s, sigma_s) = alpha_sigma(gammas[i]), alpha_sigma(gammas[i + 1])
         x0 = (z - sigma_t * eps_fn(z, _at(gammas[i], z))) / alpha_t
         h = (gammas[i] - gammas[i + 1]) / 2
         x0_d = x0
-        if x0_prev is not None:
+        if x0_prev is not None and not (euler_last and i == len(gammas) - 2):
             r = h_prev / h
             x0_d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
         z = _after(callback, i, sigma_s / sigma_t * z - alpha_s * torch.expm1(-h) * x0_d)
@@ -113,15 +115,18 @@ def dpmpp_2m(eps_fn: EpsFn, z: Tensor, gammas: Tensor, generator=None, progress:
 
 SAMPLERS: dict[str, Sampler] = {"ancestral": ancestral, "ddim": ddim, "heun": heun, "dpmpp2m": dpmpp_2m}
 EVALS_PER_STEP = {"ancestral": 1, "ddim": 1, "heun": 2, "dpmpp2m": 1}
+EULER_LAST = ("heun", "dpmpp2m")  # the samplers whose last step can be first order (``euler_last``)
 
 
 def get_sampler(name: str, euler_last: bool = False) -> Sampler:
-    """The sampler ``name``; with ``euler_last``, Heun whose last step is an Euler step."""
+    """The sampler ``name``; with ``euler_last``, Heun or DPM-Solver++(2M) whose last step is
+    first order (an Euler step, DDIM)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-    if euler_last and name != "heun":
-        raise ValueError(f"a last Euler step is Heun's (an odd call budget), not {name}'s")
-    return partial(heun, euler_last=True) if euler_last else SAMPLERS[name]
+    if euler_last and name not in EULER_LAST:
+        raise ValueError(f"a first-order last step is for {' and '.join(EULER_LAST)}, not {name} "
+                         "(whose steps are all first order)")
+    return partial(SAMPLERS[name], euler_last=True) if euler_last else SAMPLERS[name]
 
 
 def nfe_budget(name: str, nfe: int) -> tuple[int, bool]:

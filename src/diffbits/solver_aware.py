@@ -21,9 +21,11 @@ the same starting noises (Align Your Steps, Sabour et al. 2024, chooses grids th
    moves that help the rows broadly (a paired test): one row can carry a third of the squared
    error, and a move that suits only it does not carry over to fresh noise. Heun's start
    is kept as it is (``SWEEPS``): its refinement did not carry over to fresh noise.
-   On an even budget Heun also tries its DP path with a last Euler step (``DP_EULER_LAST``,
-   one call unspent, as EDM's and the peers' Heun): a Heun step's corrector evaluates the
-   network at the grid's last, almost noiseless level, and an Euler step does not.
+   Heun and DPM-Solver++(2M) also try their DP path with a first-order last step
+   (``DP_EULER_LAST``; costed by the DDIM errors, no call): for Heun an Euler step, one call
+   unspent on an even budget, as EDM's and the peers' Heun (its corrector would call the network
+   at the grid's last, almost noiseless level); for DPM-Solver++(2M) a DDIM step at the same
+   calls (diffusers' ``lower_order_final``).
 
 Errors are RMS per coordinate: of ``z`` for a step, of the signal ``z / alpha`` at the end.
 """
@@ -40,7 +42,7 @@ from torch import Tensor
 
 from .grids import FIXED, Grid, fixed_grid, gamma_of, gamma_to_t
 from .progress import progress as progress_bar
-from .samplers import EpsFn, dpmpp_2m, get_sampler
+from .samplers import EULER_LAST, EpsFn, dpmpp_2m, get_sampler
 from .schedules import alpha_sigma, signal_of
 from .tensors import randn_like
 
@@ -51,7 +53,7 @@ SOLVERS = ("ddim", "heun", "dpmpp2m")  # deterministic: an error against the ref
 MULTISTEP = {"ddim": False, "heun": False, "dpmpp2m": True}
 LATTICE, SUBSTEPS, EXAMPLES = 65, 2, 32
 DP_PATH = "dynamic programme"  # the DP path's name among the candidates
-DP_EULER_LAST = "dynamic programme (Euler last)"  # Heun's DP path whose last step is an Euler step
+DP_EULER_LAST = "dynamic programme (Euler last)"  # the DP path whose last step is first order
 # Heun's local errors cost a call per pair: every other level, half the rows (on 8 rows the DP path was noisy:
 # digits NFE 20 on fresh noise, 0.0454 against 0.0330 on 16; benchmarks/RESULTS.md).
 HEUN_LEVELS, HEUN_ROWS = 33, 16
@@ -189,22 +191,24 @@ def local_errors(ref: Reference, solver: str, eps_fn: EpsFn | None = None, span:
 def path_cost(path: list[int], errors: np.ndarray, first: np.ndarray | None = None,
               last: np.ndarray | None = None) -> float:
     """Summed local error along lattice indices ``path``; a multistep solver's ``errors`` are
-    ``E[p, i, j]`` and its first step costs ``first[i, j]``; a single-step solver's last step
-    costs ``last[i, j]`` where given (Heun's last Euler step)."""
+    ``E[p, i, j]`` and its first step costs ``first[i, j]``; the last step costs ``last[i, j]``
+    where given (a first-order last step: Heun's Euler step, DPM-Solver++(2M)'s DDIM step)."""
     if errors.ndim == 2:
         cost = [(last if last is not None and k == len(path) - 2 else errors)[a, b]
                 for k, (a, b) in enumerate(zip(path, path[1:]))]
         return float(sum(cost))
     cost = float(first[path[0], path[1]])
-    return cost + float(sum(errors[p, i, j] for p, i, j in zip(path, path[1:], path[2:])))
+    steps = list(zip(path, path[1:], path[2:]))
+    return cost + float(sum(last[i, j] if last is not None and k == len(steps) - 1 else errors[p, i, j]
+                            for k, (p, i, j) in enumerate(steps)))
 
 
 def best_path(errors: np.ndarray, steps: int, first: np.ndarray | None = None,
               last: np.ndarray | None = None) -> tuple[list[int], float]:
     """The ``steps``-step path of lattice indices ``0 -> L-1`` with the least ``path_cost``,
-    by dynamic programming: ``C_k[j] = min_i C_{k-1}[i] + E[i, j]`` (``last`` in place of ``E``
-    on the last step, where given), or for a multistep solver over pairs,
-    ``C_k[i, j] = min_p C_{k-1}[p, i] + E[p, i, j]`` with ``C_1[0, j] = first[0, j]``."""
+    by dynamic programming: ``C_k[j] = min_i C_{k-1}[i] + E[i, j]``, or for a multistep solver over
+    pairs, ``C_k[i, j] = min_p C_{k-1}[p, i] + E[p, i, j]`` with ``C_1[0, j] = first[0, j]``;
+    ``last[i, j]`` in place of ``E`` on the last step, where given."""
     L = errors.shape[-1]
     if not 1 <= steps <= L - 1:
         raise ValueError(f"{steps} steps do not fit a lattice of {L} levels")
@@ -228,11 +232,13 @@ def best_path(errors: np.ndarray, steps: int, first: np.ndarray | None = None,
         raise ValueError("a multistep solver's path needs its first-step errors")
     if steps == 1:
         return [0, L - 1], float(first[0, L - 1])
-    errors = np.where(forward[:, :, None] & forward[None, :, :], errors, np.inf)  # p < i < j
+    valid = forward[:, :, None] & forward[None, :, :]  # p < i < j
+    errors = np.where(valid, errors, np.inf)
+    final = errors if last is None else np.where(valid, last[None], np.inf)
     cost = np.full((L, L), np.inf)
     cost[0] = np.where(forward[0], first[0], np.inf)
-    for _ in range(steps - 1):
-        total = cost[:, :, None] + errors  # (p, i, j)
+    for k in range(steps - 1):
+        total = cost[:, :, None] + (final if k == steps - 2 else errors)  # (p, i, j)
         back.append(total.argmin(0))
         cost = total.min(0)
     i = int(cost[:, -1].argmin())
@@ -348,9 +354,10 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
     range, e.g. the score-optimal grid). ``info`` records each candidate (its grid, its true error,
     its paired change against the DP path), the chosen one, the network calls and the seconds.
     ``test``: standard errors a candidate or a refinement move must win by.
-    ``euler_last``: Heun's last step is an Euler step (``samplers.sampler_for_nfe``, odd budgets);
-    without it Heun also tries that form on the same steps (``DP_EULER_LAST``, one call fewer) unless
-    ``try_euler_last`` is off, and ``info["euler_last"]`` says which form the grid is for.
+    ``euler_last``: the last step is first order (Heun's Euler step, ``samplers.sampler_for_nfe``
+    on an odd budget; DPM-Solver++(2M)'s DDIM step); without it both also try that form on the same
+    steps (``DP_EULER_LAST``; for Heun one call fewer) unless ``try_euler_last`` is off, and
+    ``info["euler_last"]`` says which form the grid is for.
     ``sweeps``: refinement sweeps, by default ``SWEEPS[solver]`` (none for Heun: its start
     is the grid). ``heun_rows``: the reference rows Heun's local errors are measured on."""
     _check(solver)
@@ -370,16 +377,14 @@ def solver_aware(model, solver: str, steps: int, *, seeds: dict[str, Tensor] | N
         E, extra = _heun_errors(eps_fn, lattice, steps_span, progress)
         calls, first = calls + extra * lattice.z.shape[1] / examples, None
         euler = _linear_errors(lattice, False)  # Euler = DDIM: no calls
-        last = euler if euler_last else None
     else:
         E = _linear_errors(ref, MULTISTEP[solver])
-        first = _linear_errors(ref, False) if MULTISTEP[solver] else None
-        last = None
-    path, dp_cost = best_path(E, steps, first, last)
+        first = euler = _linear_errors(ref, False) if MULTISTEP[solver] else None  # DPM-Solver++(2M)'s first order
+    path, dp_cost = best_path(E, steps, first, euler if euler_last else None)
     fixed = {name: fixed_grid(name, model.schedule, steps).gamma for name in FIXED}
     candidates, forms = {DP_PATH: lattice.gamma[path]}, {DP_PATH: euler_last}  # forms: name -> its euler_last
-    if solver == "heun" and not euler_last and try_euler_last:  # an even budget: also the DP path whose last step is an Euler step
-        candidates[DP_EULER_LAST], forms[DP_EULER_LAST] = lattice.gamma[best_path(E, steps, None, euler)[0]], True
+    if solver in EULER_LAST and not euler_last and try_euler_last:  # also the DP path whose last step is first order
+        candidates[DP_EULER_LAST], forms[DP_EULER_LAST] = lattice.gamma[best_path(E, steps, first, euler)[0]], True
     for name, g in {**fixed, **(seeds or {})}.items():
         if len(g) == steps + 1:
             g = g.double().clone()

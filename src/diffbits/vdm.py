@@ -177,17 +177,19 @@ class VDM(nn.Module):
         """Draw ``n`` samples with ``sampler`` (``samplers.SAMPLERS``) on ``grid``, a ``Grid``
         or a step-schedule name (``grids.FIXED``) with ``steps`` steps; ``cond``
         (class labels, (n,)) with ``guidance`` as in ``guided_eps``; ``euler_last``: Heun's
-        last step is an Euler step (``samplers.sampler_for_nfe``, an odd call budget; also where
-        ``grid.info`` says so: a solver-aware Heun grid may be fitted in that form). The initial
+        last step is an Euler step (``samplers.sampler_for_nfe``, an odd call budget), or DPM-Solver++(2M)'s
+        first order; also where ``grid.info`` says so for this sampler (a solver-aware grid may be fitted
+        in that form). The initial
         noise is drawn first, so a seed gives the same start whatever the grid. Returns
         integer data (decoder argmax), or with ``decode=False`` the signal ``z_0 / alpha_0``."""
-        from .samplers import get_sampler
+        from .samplers import EULER_LAST, get_sampler
 
         dev = self.schedule.gamma_0.device
         z = randn_like(torch.empty((n,) + self.data_shape, device=dev), generator)
         if isinstance(grid, str):
             grid = fixed_grid(grid, self.schedule, steps)
-        euler_last = euler_last or (sampler == "heun" and bool(grid.info.get("euler_last")))
+        euler_last = euler_last or (sampler in EULER_LAST and bool(grid.info.get("euler_last"))
+                                    and grid.info.get("sampler", sampler) == sampler)
         fn = get_sampler(sampler, euler_last)
         gammas = grid.gamma.to(dev, z.dtype)
 

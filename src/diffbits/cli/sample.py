@@ -102,7 +102,8 @@ def run_grid_command(a) -> int:
                     sampler=a.sampler, euler_last=euler_last)
     if a.method == "solver-aware":
         i = grid.info
-        last = f" (the last an Euler step: {2 * steps - 1} calls a sample)" if i["euler_last"] else ""
+        last = "" if not i["euler_last"] else (f" (the last an Euler step: {2 * steps - 1} calls a sample)"
+                                              if a.sampler == "heun" else " (the last step first order, DDIM's)")
         print(f"{a.sampler}, {steps} steps{last}: RMS error {i['error']:.4g} against a {i['lattice']}-level reference "
               f"({i['examples']} noises; started from the {i['start']} grid: "
               + ", ".join(f"{k} {v:.4g}" for k, v in i["candidate_errors"].items())
