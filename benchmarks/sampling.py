@@ -6,7 +6,8 @@ no flags for 8 minutes if missing); optionally the exact denoiser of a 2-D Gauss
 (``gmm``: its density is known). For NFE in ``--nfe``, the solvers ancestral, DDIM, Heun (an odd budget's
 last call an Euler step, as EDM's and the peers' Heun) and DPM-Solver++(2M) on the grids uniform-t, EDM rho = 7, score-optimal (corrector and predictor
 costs) and solver-aware (deterministic solvers; fitted on other noises than the ones measured
-here; on an even budget Heun's may end with an Euler step, one call unspent, as the peers'), beside four peers driving the same network on Karras sigmas: DPM-Solver++(2M) from
+here; its last step may be first order: for Heun an Euler step, one call unspent on an even budget, as
+the peers'), beside four peers driving the same network on Karras sigmas: DPM-Solver++(2M) from
 k-diffusion (``sample_dpmpp_2m``) and diffusers (``DPMSolverMultistepScheduler``), and Heun from
 k-diffusion (``sample_heun``) and diffusers (``HeunDiscreteScheduler``); each solver is judged
 against the peers running it.
