@@ -10,9 +10,9 @@ errors (``--settings strict``), two, one or no refinement sweeps (``two-sweeps``
 settings before December 2026 (``previous``: 2 sweeps, 8 rows), or 48 or 64 fitting noises
 (``noises-48``, ``noises-64``), or without the candidate whose last step is first order (``no-euler-last``,
 the fit before December 2026: Heun's last step a Heun step on an even budget, DPM-Solver++(2M)'s second
-order); each grid is walked in the form it was fitted for. Each RMSE difference to EDM comes with a paired bootstrap standard
-error; the share of the squared error carried by the worst noise says why one is needed. Prints a table
-and appends it to ``benchmarks/RESULTS.md``.
+order); each grid is walked in the form it was fitted for. Each RMSE difference to EDM comes with a
+paired bootstrap standard error; the share of the squared error carried by the worst noise says why one
+is needed. Prints a table and appends it to ``benchmarks/RESULTS.md``.
 
     python benchmarks/solver_aware_fit.py [--model digits] [--n 512] [--ref-steps 200]
         [--settings old,default] [--cases dpmpp2m:5,...]
