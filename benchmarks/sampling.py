@@ -273,7 +273,7 @@ def run_model(name, model, f_train, nfes, n, quality, ref_steps, seed=0, say=pri
                      "edm": fixed_grid("edm", model.schedule, steps).gamma}
             for variant, c in costs.items():
                 grids[f"score-optimal ({variant})"] = score_optimal(model, None, steps, variant=variant, costs=c).gamma
-            walks = {}  # grid -> its own walk: Heun's form the solver-aware fit chose
+            walks = {}  # grid -> its own walk: the form (first-order last step or not) the solver-aware fit chose
             if sampler in SOLVERS:
                 tic = time.time()
                 seeds = {k: v for k, v in grids.items() if k.startswith("score-optimal")}

@@ -26,8 +26,8 @@ EpsFn = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor], "Tensor | None"]
 Sampler = Callable[..., Tensor]
 
-__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "EULER_LAST", "nfe_budget", "sampler_for_nfe", "steps_for_nfe",
-           "get_sampler", "EpsFn", "Callback"]
+__all__ = ["ancestral", "ddim", "heun", "dpmpp_2m", "SAMPLERS", "EVALS_PER_STEP", "EULER_LAST", "nfe_budget",
+           "sampler_for_nfe", "steps_for_nfe", "get_sampler", "EpsFn", "Callback"]
 
 
 def _at(gamma: Tensor, z: Tensor) -> Tensor:

@@ -46,8 +46,8 @@ from .samplers import EULER_LAST, EpsFn, dpmpp_2m, get_sampler
 from .schedules import alpha_sigma, signal_of
 from .tensors import randn_like
 
-__all__ = ["SOLVERS", "MULTISTEP", "SWEEPS", "DP_PATH", "DP_EULER_LAST", "Reference", "reference", "local_errors", "best_path",
-           "path_cost", "global_error", "refine", "choose_start", "solver_aware"]
+__all__ = ["SOLVERS", "MULTISTEP", "SWEEPS", "DP_PATH", "DP_EULER_LAST", "Reference", "reference", "local_errors",
+           "best_path", "path_cost", "global_error", "refine", "choose_start", "solver_aware"]
 
 SOLVERS = ("ddim", "heun", "dpmpp2m")  # deterministic: an error against the reference means something
 MULTISTEP = {"ddim": False, "heun": False, "dpmpp2m": True}
