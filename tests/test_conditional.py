@@ -65,9 +65,12 @@ def test_guidance_zero_is_the_unconditional_model_and_one_the_conditional(tmp_pa
         return model.sample(6, 4, cond=cond, guidance=guidance, generator=torch.Generator().manual_seed(3),
                             decode=False)
 
-    torch.testing.assert_close(draw(y, 0.0), draw(None, 1.0), rtol=1e-5, atol=1e-5)
+    assert torch.equal(draw(y, 0.0), draw(None, 1.0))
     z, g = torch.randn(6, 1, 8, 8), torch.full((6,), -2.0)
     assert torch.equal(model.guided_eps(y, 1.0)(z, g), model.eps_hat(z, g, y))
+    eps_c, eps_u = model.eps_hat(z, g, y), model.eps_hat(z, g)
+    for w in (0.5, 3.0):  # one batched call of both halves; only batch-size rounding may differ
+        torch.testing.assert_close(model.guided_eps(y, w)(z, g), eps_u + w * (eps_c - eps_u), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(draw(y, 3.0), draw(y, 1.0))
 
 
